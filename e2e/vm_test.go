@@ -1,0 +1,60 @@
+//go:build !vme2e
+
+// Package e2e proves uffdgate on real kernels: this host-side test boots
+// Debian's stock 6.1 and 6.12 kernels in QEMU with BPF LSM active and runs the
+// guest tests (guest_test.go, built with -tags vme2e) inside each.
+package e2e
+
+import (
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/uffdgate/uffdgate/internal/vmtest"
+)
+
+const module = "github.com/uffdgate/uffdgate"
+
+func TestVM(t *testing.T) {
+	kernels := vmtest.Kernels(t)
+	dir := t.TempDir()
+	files := map[string]string{
+		"/uffdgate": vmtest.BuildStatic(t, module+"/cmd/uffdgate", dir),
+		"/uffdtry":  vmtest.BuildStatic(t, module+"/e2e/uffdtry", dir),
+		"/e2e.test": vmtest.BuildTest(t, module+"/e2e", dir, "vme2e"),
+	}
+	matrix := regexp.MustCompile(`(?m)^MATRIX .*$`)
+	for _, k := range kernels {
+		t.Run(k.Series, func(t *testing.T) {
+			t.Parallel()
+			argv := []string{"/e2e.test", "-test.v", "-test.count=1", "-test.timeout=20m"}
+			if run := os.Getenv("UFFDGATE_VM_RUN"); run != "" {
+				argv = append(argv, "-test.run", run) // narrows the guest tests while developing
+			}
+			res := vmtest.Run(t, k, vmtest.Guest{Files: files, Argv: argv}, 25*time.Minute)
+			for _, l := range matrix.FindAllString(res.Output, -1) {
+				t.Log(l)
+			}
+			t.Logf("kernel %s (%s): guest tests took %v in the VM", k.Series, k.Version, res.Duration.Round(time.Second))
+			if res.ExitCode != 0 || !strings.Contains(res.Output, "\nPASS\n") {
+				t.Fatalf("guest tests failed on %s (exit %d):\n%s", k.Series, res.ExitCode, guestFailures(res.Output))
+			}
+		})
+	}
+}
+
+// guestFailures keeps the lines of the guest's go test output worth reading.
+func guestFailures(out string) string {
+	var keep []string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "FAIL") || strings.Contains(l, "_test.go:") || strings.Contains(l, "panic") {
+			keep = append(keep, l)
+		}
+	}
+	if len(keep) > 200 {
+		keep = keep[len(keep)-200:]
+	}
+	return strings.Join(keep, "\n")
+}

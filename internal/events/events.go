@@ -1,0 +1,226 @@
+// Package events turns the gate's kernel records into what an operator reads:
+// one JSON line per event with who asked, how, what was decided, why, and what to
+// change.
+package events
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/uffdgate/uffdgate/internal/decision"
+)
+
+// Record is one decision as the kernel side saw it.
+type Record struct {
+	BootTime     time.Duration // CLOCK_BOOTTIME of the decision
+	CgroupID     uint64
+	CapEffective uint64
+	ExeIno       uint64
+	ExeDev       uint32 // kernel dev_t encoding (major<<20 | minor)
+	PID, TGID    uint32
+	PPID         uint32
+	UID, EUID    uint32
+	GID          uint32
+	UsernsLevel  uint32
+	Request      decision.Request
+	Verdict      decision.Verdict
+	Mode         decision.Mode
+	Audit        bool
+	Allowlisted  bool
+	Comm         string
+	ExePath      string // the executable's path as the kernel walked it; "" if none
+}
+
+// Event is a Record with what user space adds to it.
+type Event struct {
+	Record
+	Time       time.Time
+	Executable string // full path, or the kernel's file name when the process is gone
+	Cgroup     string
+	User       string
+	Reason     string
+	Remedy     string
+}
+
+// Enricher resolves paths and names for records. It caches cgroup paths, which
+// cost a walk of the cgroup tree to find.
+type Enricher struct {
+	ProcRoot   string // "/proc"
+	CgroupRoot string // "/sys/fs/cgroup"
+	AllowCaps  uint64
+
+	mu      sync.Mutex
+	cgroups map[uint64]string
+	users   map[uint32]string
+}
+
+// maxCache bounds the caches whatever the variety of events.
+const maxCache = 4096
+
+func (e *Enricher) Enrich(r Record, now time.Time) Event {
+	ev := Event{Record: r, Time: now}
+	ev.Executable = e.executable(r)
+	ev.Cgroup = e.cgroup(r.CgroupID)
+	ev.User = e.user(r.UID)
+	g := decision.Gate{Mode: r.Mode, Audit: r.Audit, AllowCaps: e.AllowCaps}
+	s := decision.Subject{CapEffective: r.CapEffective, InitUserNS: r.UsernsLevel == 0}
+	res := decision.Decide(g, s, r.Request)
+	ev.Reason, ev.Remedy = res.Reason, res.Remedy
+	if res.Verdict != r.Verdict {
+		// The kernel is authoritative; say so rather than explain something else.
+		ev.Reason = fmt.Sprintf("kernel decided %s where the reference model says %s (policy changed meanwhile?)", r.Verdict, res.Verdict)
+	}
+	if r.Verdict != decision.Allow && r.Request.FlagsKnown && r.Request.Flags&decision.UserModeOnly == 0 && ev.Executable != "" {
+		ev.Remedy += fmt.Sprintf("; the executable is %s", ev.Executable)
+	}
+	return ev
+}
+
+// executable prefers /proc/PID/exe, which is exact, while it still names the file
+// the kernel saw (the process may have exited and its pid been reused); otherwise
+// the path the kernel recorded.
+func (e *Enricher) executable(r Record) string {
+	exe := filepath.Join(e.procRoot(), strconv.Itoa(int(r.TGID)), "exe")
+	p, err := os.Readlink(exe)
+	if err == nil {
+		var st syscall.Stat_t
+		if syscall.Stat(exe, &st) == nil && st.Ino == r.ExeIno && kernelDev(st.Dev) == r.ExeDev {
+			return p
+		}
+	}
+	return r.ExePath
+}
+
+// kernelDev converts a user-space dev_t to the kernel's internal encoding.
+func kernelDev(d uint64) uint32 {
+	major := uint32((d>>8)&0xfff) | uint32((d>>32)&^0xfff)
+	minor := uint32(d&0xff) | uint32((d>>12)&^0xff)
+	return major<<20 | minor
+}
+
+func (e *Enricher) procRoot() string {
+	if e.ProcRoot == "" {
+		return "/proc"
+	}
+	return e.ProcRoot
+}
+
+func (e *Enricher) cgroup(id uint64) string {
+	if id == 0 {
+		return ""
+	}
+	e.mu.Lock()
+	p, ok := e.cgroups[id]
+	e.mu.Unlock()
+	if ok {
+		return p
+	}
+	root := e.CgroupRoot
+	if root == "" {
+		root = "/sys/fs/cgroup"
+	}
+	p = fmt.Sprintf("cgroup id %d (not found under %s)", id, root)
+	_ = filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return nil
+		}
+		var st syscall.Stat_t
+		// On cgroup v2 a cgroup's id is its directory's inode number.
+		if syscall.Stat(path, &st) == nil && st.Ino == id {
+			rel, _ := filepath.Rel(root, path)
+			p = "/" + strings.TrimPrefix(filepath.ToSlash(rel), ".")
+			return filepath.SkipAll
+		}
+		return nil
+	})
+	e.mu.Lock()
+	if e.cgroups == nil || len(e.cgroups) >= maxCache {
+		e.cgroups = map[uint64]string{}
+	}
+	e.cgroups[id] = p
+	e.mu.Unlock()
+	return p
+}
+
+func (e *Enricher) user(uid uint32) string {
+	e.mu.Lock()
+	n, ok := e.users[uid]
+	e.mu.Unlock()
+	if ok {
+		return n
+	}
+	if u, err := user.LookupId(strconv.Itoa(int(uid))); err == nil {
+		n = u.Username
+	}
+	e.mu.Lock()
+	if e.users == nil || len(e.users) >= maxCache {
+		e.users = map[uint32]string{}
+	}
+	e.users[uid] = n
+	e.mu.Unlock()
+	return n
+}
+
+// Message is the log message of an event.
+func (ev Event) Message() string {
+	switch ev.Verdict {
+	case decision.Deny:
+		return "userfaultfd request denied"
+	case decision.WouldDeny:
+		return "userfaultfd request would be denied (audit)"
+	default:
+		return "kernel-fault userfaultfd context allowed (observed)"
+	}
+}
+
+// Log writes ev as one log record. Field names are part of uffdgate's interface:
+// see the README before changing them.
+func Log(ctx context.Context, l *slog.Logger, ev Event) {
+	level := slog.LevelWarn
+	if ev.Verdict == decision.Allow {
+		level = slog.LevelInfo
+	}
+	flags := "unknown"
+	if ev.Request.FlagsKnown {
+		flags = fmt.Sprintf("0x%x", ev.Request.Flags)
+	}
+	l.LogAttrs(ctx, level, ev.Message(),
+		slog.String("event", "decision"),
+		slog.String("decision", ev.Verdict.String()),
+		slog.String("path", ev.Request.Path.String()),
+		slog.String("flags", flags),
+		slog.String("flags_decoded", flagsDecoded(ev.Request)),
+		slog.Uint64("pid", uint64(ev.PID)),
+		slog.Uint64("tgid", uint64(ev.TGID)),
+		slog.Uint64("ppid", uint64(ev.PPID)),
+		slog.Uint64("uid", uint64(ev.UID)),
+		slog.Uint64("euid", uint64(ev.EUID)),
+		slog.String("user", ev.User),
+		slog.String("comm", ev.Comm),
+		slog.String("exe", ev.Executable),
+		slog.String("cgroup", ev.Cgroup),
+		slog.String("mode", ev.Mode.String()),
+		slog.Bool("audit", ev.Audit),
+		slog.Bool("allowlisted", ev.Allowlisted),
+		slog.String("cap_effective", fmt.Sprintf("0x%x", ev.CapEffective)),
+		slog.Bool("init_userns", ev.UsernsLevel == 0),
+		slog.String("reason", ev.Reason),
+		slog.String("remedy", ev.Remedy),
+	)
+}
+
+func flagsDecoded(r decision.Request) string {
+	if !r.FlagsKnown {
+		return "unknown (treated as kernel-fault)"
+	}
+	return decision.FlagNames(r.Flags)
+}

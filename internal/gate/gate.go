@@ -1,0 +1,258 @@
+//go:build linux
+
+// Package gate loads, configures and attaches the BPF LSM program that decides
+// userfaultfd context creation, and reads its events and counters.
+package gate
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+
+	"github.com/uffdgate/uffdgate/internal/decision"
+	"github.com/uffdgate/uffdgate/internal/events"
+	"github.com/uffdgate/uffdgate/internal/uffd"
+)
+
+const configMagic = 0x75666667 // must match CONFIG_MAGIC in gate.bpf.c
+
+// Gate is the loaded BPF side.
+type Gate struct {
+	objs   gateObjects
+	link   link.Link
+	events *ringbuf.Reader
+}
+
+// ErrKernelRefused means the kernel would not load or attach the LSM program even
+// though the caller is privileged.
+var ErrKernelRefused = errors.New("the kernel refused the BPF LSM program")
+
+// Load loads the programs and maps and writes the policy; nothing is attached yet.
+func Load(g decision.Gate) (*Gate, error) {
+	_ = rlimit.RemoveMemlock() // only matters before 5.11; failure shows up at load
+	var objs gateObjects
+	if err := loadGateObjects(&objs, nil); err != nil {
+		return nil, explainLoad(err)
+	}
+	gt := &Gate{objs: objs}
+	if err := gt.SetPolicy(g, 0); err != nil {
+		gt.Close()
+		return nil, err
+	}
+	return gt, nil
+}
+
+func explainLoad(err error) error {
+	var ve *ebpf.VerifierError
+	switch {
+	case errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES):
+		return fmt.Errorf("%w: loading it failed with %v although uffdgate runs privileged; "+
+			"some kernels (lockdown, vendor patches, or a security module restricting bpf()) refuse LSM programs: "+
+			"check `cat /sys/kernel/security/lockdown` and dmesg; on such a host use a kernel that allows BPF LSM programs", ErrKernelRefused, err)
+	case errors.As(err, &ve):
+		return fmt.Errorf("%w: the verifier rejected the program (kernel too old or built without what uffdgate needs: BPF LSM, BTF, ring buffers): %v", ErrKernelRefused, err)
+	}
+	return fmt.Errorf("loading the BPF programs: %w", err)
+}
+
+// SetPolicy writes the policy the program applies; selfTGID marks the process
+// whose requests the self-test records.
+func (gt *Gate) SetPolicy(g decision.Gate, selfTGID uint32) error {
+	audit := uint32(0)
+	if g.Audit {
+		audit = 1
+	}
+	cfg := gateUffdConfig{Magic: configMagic, Mode: uint32(g.Mode), Audit: audit, SelfTgid: selfTGID, AllowCaps: g.AllowCaps}
+	if err := gt.objs.Config.Put(uint32(0), &cfg); err != nil {
+		return fmt.Errorf("writing the policy to the BPF map: %w", err)
+	}
+	return nil
+}
+
+// Attach attaches the LSM program: from then on it decides.
+func (gt *Gate) Attach() error {
+	l, err := link.AttachLSM(link.LSMOptions{Program: gt.objs.UffdgateAnonInode})
+	if err != nil {
+		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+			return fmt.Errorf("%w: attaching failed: %v", ErrKernelRefused, err)
+		}
+		return fmt.Errorf("attaching the LSM program to inode_init_security_anon: %w", err)
+	}
+	gt.link = l
+	rd, err := ringbuf.NewReader(gt.objs.Events)
+	if err != nil {
+		return fmt.Errorf("opening the event ring buffer: %w", err)
+	}
+	gt.events = rd
+	return nil
+}
+
+// SelfTest proves the attached hook runs and decodes requests: this process
+// creates user-mode-only contexts through the syscall and, where the node exists,
+// the device, and checks the program saw each with the right path and flags.
+func (gt *Gate) SelfTest(g decision.Gate) error {
+	if err := gt.SetPolicy(g, uint32(os.Getpid())); err != nil {
+		return err
+	}
+	defer gt.SetPolicy(g, 0)
+	type probe struct {
+		path   decision.Path
+		create func(flags uint32) (int, error)
+	}
+	probes := []probe{{decision.PathSyscall64, uffd.Syscall}}
+	if _, err := os.Stat(uffd.DevicePath); err == nil {
+		probes = append(probes, probe{decision.PathIoctl64, uffd.Device})
+	}
+	flags := decision.UserModeOnly | decision.CloseOnExec | decision.NonBlock
+	for _, p := range probes {
+		var before gateUffdSelftest
+		if err := gt.objs.Selftest.Lookup(uint32(0), &before); err != nil {
+			return fmt.Errorf("self-test: reading the self-test map: %w", err)
+		}
+		fd, err := p.create(flags)
+		if err != nil {
+			return fmt.Errorf("self-test: creating a user-mode-only context through %s failed: %w", p.path, err)
+		}
+		unix.Close(fd)
+		var after gateUffdSelftest
+		if err := gt.objs.Selftest.Lookup(uint32(0), &after); err != nil {
+			return fmt.Errorf("self-test: reading the self-test map: %w", err)
+		}
+		if after.Seen == before.Seen {
+			c, _ := gt.Counters()
+			return fmt.Errorf("self-test: the LSM program is attached but did not run for a userfaultfd created through %s "+
+				"(counters %v, selftest %+v): the hook never fires on this kernel, so nothing would be enforced", p.path, c, after)
+		}
+		if decision.Path(after.Path) != p.path || after.FlagsKnown == 0 || after.Flags != flags {
+			return fmt.Errorf("self-test: the LSM program misread a %s request (saw path %s, flags 0x%x, known %v; want %s, 0x%x)",
+				p.path, decision.Path(after.Path), after.Flags, after.FlagsKnown != 0, p.path, flags)
+		}
+	}
+	return nil
+}
+
+// ReadEvent blocks for the next record; it returns ringbuf.ErrClosed after Close.
+func (gt *Gate) ReadEvent() (events.Record, error) {
+	rec, err := gt.events.Read()
+	if err != nil {
+		return events.Record{}, err
+	}
+	return DecodeRecord(rec.RawSample)
+}
+
+// DecodeRecord decodes one ring buffer sample.
+func DecodeRecord(b []byte) (events.Record, error) {
+	var e gateUffdEvent
+	if len(b) < binary.Size(e) {
+		return events.Record{}, fmt.Errorf("event record too short: %d bytes, want %d", len(b), binary.Size(e))
+	}
+	if err := binary.Read(bytes.NewReader(b), binary.LittleEndian, &e); err != nil {
+		return events.Record{}, fmt.Errorf("decoding event record: %w", err)
+	}
+	return events.Record{
+		BootTime:     time.Duration(e.BootNs),
+		CgroupID:     e.CgroupId,
+		CapEffective: e.CapEffective,
+		ExeIno:       e.ExeIno,
+		ExeDev:       e.ExeDev,
+		PID:          e.Pid,
+		TGID:         e.Tgid,
+		PPID:         e.Ppid,
+		UID:          e.Uid,
+		EUID:         e.Euid,
+		GID:          e.Gid,
+		UsernsLevel:  e.UsernsLevel,
+		Request:      decision.Request{Path: decision.Path(e.Path), Flags: e.Flags, FlagsKnown: e.FlagsKnown != 0},
+		Verdict:      decision.Verdict(e.Verdict),
+		Mode:         decision.Mode(e.Mode),
+		Audit:        e.Audit != 0,
+		Allowlisted:  e.Allowlisted != 0,
+		Comm:         cString(e.Comm[:]),
+		ExePath:      exePath(&e),
+	}, nil
+}
+
+// exePath joins the components the kernel recorded, leaf first; a path the
+// kernel could not follow to the root is marked with a leading "…".
+func exePath(e *gateUffdEvent) string {
+	n := min(int(e.ExeDepth), len(e.ExeComp))
+	if n == 0 {
+		return ""
+	}
+	parts := make([]string, n)
+	for i := 0; i < n; i++ {
+		parts[n-1-i] = cString(e.ExeComp[i][:])
+	}
+	p := "/" + strings.Join(parts, "/")
+	if e.ExeTruncated != 0 {
+		p = "…" + p
+	}
+	return p
+}
+
+func cString(b []int8) string {
+	var sb strings.Builder
+	for _, c := range b {
+		if c == 0 {
+			break
+		}
+		sb.WriteByte(byte(c))
+	}
+	return sb.String()
+}
+
+// Counters are the exact per-verdict, per-path counts summed over CPUs.
+type Counters [decision.NumVerdicts][decision.NumPaths]uint64
+
+// Counters reads the kernel's counters.
+func (gt *Gate) Counters() (Counters, error) {
+	var c Counters
+	for v := 0; v < int(decision.NumVerdicts); v++ {
+		for p := 0; p < int(decision.NumPaths); p++ {
+			var per []uint64
+			if err := gt.objs.Counters.Lookup(uint32(v*int(decision.NumPaths)+p), &per); err != nil {
+				return c, fmt.Errorf("reading counters: %w", err)
+			}
+			for _, n := range per {
+				c[v][p] += n
+			}
+		}
+	}
+	return c, nil
+}
+
+// Lost is how many events did not fit in the ring buffer.
+func (gt *Gate) Lost() (uint64, error) {
+	var per []uint64
+	if err := gt.objs.Lost.Lookup(uint32(0), &per); err != nil {
+		return 0, fmt.Errorf("reading the lost-event counter: %w", err)
+	}
+	var n uint64
+	for _, v := range per {
+		n += v
+	}
+	return n, nil
+}
+
+// Close detaches the program and frees everything.
+func (gt *Gate) Close() error {
+	var errs []error
+	if gt.events != nil {
+		errs = append(errs, gt.events.Close())
+	}
+	if gt.link != nil {
+		errs = append(errs, gt.link.Close())
+	}
+	errs = append(errs, gt.objs.Close())
+	return errors.Join(errs...)
+}
