@@ -1,0 +1,57 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os/signal"
+	"syscall"
+
+	"github.com/uffdgate/uffdgate/internal/daemon"
+	"github.com/uffdgate/uffdgate/internal/policy"
+	"github.com/uffdgate/uffdgate/internal/preflight"
+)
+
+func init() {
+	commands["run"] = command{"run [--policy FILE]          enforce a policy (the embedded default without --policy)", cmdRun}
+}
+
+func cmdRun(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("uffdgate run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	policyPath := fs.String("policy", "", "policy file (YAML); the embedded default when empty")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "uffdgate run: unexpected argument %q (did you mean --policy %s?)\n", fs.Arg(0), fs.Arg(0))
+		return exitUsage
+	}
+	pol := policy.Default()
+	if *policyPath != "" {
+		var err error
+		if pol, err = policy.Load(*policyPath); err != nil {
+			fmt.Fprintln(stderr, "uffdgate run: invalid policy:", err)
+			return exitUsage
+		}
+	}
+	log := slog.New(slog.NewJSONHandler(stdout, nil))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	err := daemon.Run(ctx, daemon.Options{Policy: pol, Host: preflight.Default(), Log: log})
+	if err == nil {
+		return exitOK
+	}
+	var p *preflight.Problem
+	if errors.As(err, &p) {
+		log.Error("uffdgate cannot enforce on this host", slog.String("event", "refused"), slog.String("reason", p.What), slog.String("fix", p.Fix))
+		fmt.Fprintf(stderr, "uffdgate: cannot enforce on this host: %s\n", p.Error())
+		return exitHost
+	}
+	log.Error("uffdgate failed", slog.String("event", "error"), slog.String("error", err.Error()))
+	fmt.Fprintln(stderr, "uffdgate:", err)
+	return exitFailure
+}
