@@ -13,6 +13,7 @@ import (
 	"github.com/uffdgate/uffdgate/internal/daemon"
 	"github.com/uffdgate/uffdgate/internal/policy"
 	"github.com/uffdgate/uffdgate/internal/preflight"
+	"github.com/uffdgate/uffdgate/internal/state"
 )
 
 func init() {
@@ -23,6 +24,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("uffdgate run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	policyPath := fs.String("policy", "", "policy file (YAML); the embedded default when empty")
+	statePath := fs.String("state", state.DefaultPath, "where to publish the daemon's state for `uffdgate status` (empty: nowhere)")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
@@ -41,7 +43,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	log := slog.New(slog.NewJSONHandler(stdout, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	err := daemon.Run(ctx, daemon.Options{Policy: pol, Host: preflight.Default(), Log: log})
+	err := daemon.Run(ctx, daemon.Options{Policy: pol, Host: preflight.Default(), Log: log, StatePath: *statePath, Version: version})
 	if err == nil {
 		return exitOK
 	}

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -19,14 +20,20 @@ import (
 	"github.com/uffdgate/uffdgate/internal/gate"
 	"github.com/uffdgate/uffdgate/internal/policy"
 	"github.com/uffdgate/uffdgate/internal/preflight"
+	"github.com/uffdgate/uffdgate/internal/state"
 )
 
 // Options configure Run.
 type Options struct {
-	Policy *policy.Policy
-	Host   preflight.Host
-	Log    *slog.Logger
+	Policy    *policy.Policy
+	Host      preflight.Host
+	Log       *slog.Logger
+	StatePath string // where to publish state.State; "" for none
+	Version   string
 }
+
+// stateInterval is how often the published counters are refreshed.
+const stateInterval = 2 * time.Second
 
 // Run enforces opts.Policy until ctx is done, then detaches. It returns an error
 // (a *preflight.Problem where the host is the cause) when the gate cannot be
@@ -49,13 +56,13 @@ func Run(ctx context.Context, opts Options) error {
 		return &preflight.Problem{What: err.Error(), Fix: "make sure `bpf` is in /sys/kernel/security/lsm and no other LSM program refuses first; report the kernel version if it is"}
 	}
 
-	state := "enforcing"
+	gateState := "enforcing"
 	if pol.Audit {
-		state = "auditing"
+		gateState = "auditing"
 	}
-	log.Info("uffdgate "+state,
+	log.Info("uffdgate "+gateState,
 		slog.String("event", "started"),
-		slog.String("state", state),
+		slog.String("state", gateState),
 		slog.String("mode", pol.Mode.String()),
 		slog.Bool("audit", pol.Audit),
 		slog.Any("allow_capabilities", capNames(pol)),
@@ -80,7 +87,38 @@ func Run(ctx context.Context, opts Options) error {
 		}
 	})
 
-	<-ctx.Done()
+	publish := func() {
+		if opts.StatePath == "" {
+			return
+		}
+		st := state.State{
+			PID: os.Getpid(), Version: opts.Version, Backend: "lsm", State: gateState, Started: start, Updated: time.Now(),
+			Mode: pol.Mode.String(), Audit: pol.Audit, PolicySource: pol.Source, PolicyDigest: pol.Digest,
+			PolicyYAML: string(pol.Text), AllowCapabilities: capNames(pol), Decisions: map[string]uint64{},
+		}
+		if c, err := gt.Counters(); err == nil {
+			st.Decisions = summarize(c)
+		}
+		st.EventsLost, _ = gt.Lost()
+		if err := state.Write(opts.StatePath, st); err != nil {
+			log.Warn("cannot publish state", slog.String("event", "error"), slog.String("path", opts.StatePath), slog.String("error", err.Error()))
+		}
+	}
+	publish()
+	tick := time.NewTicker(stateInterval)
+	defer tick.Stop()
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case <-tick.C:
+			publish()
+		}
+	}
+	if opts.StatePath != "" {
+		state.Remove(opts.StatePath)
+	}
 	counters, cerr := gt.Counters()
 	lost, lerr := gt.Lost()
 	err = gt.Close()

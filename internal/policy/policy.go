@@ -34,6 +34,7 @@ type Policy struct {
 	AllowCaps uint64
 	Source    string // file path or DefaultSource
 	Digest    string // sha256 of the file's bytes
+	Text      []byte // the file's bytes
 }
 
 // Gate is the decision model's view of the policy.
@@ -95,6 +96,7 @@ func Parse(name string, data []byte) (*Policy, error) {
 		AllowCaps: 1 << capability.SysPtrace,
 		Source:    name,
 		Digest:    "sha256:" + hex.EncodeToString(sum[:]),
+		Text:      bytes.Clone(data),
 	}
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
