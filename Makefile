@@ -1,4 +1,33 @@
-.PHONY: kernels
+# uffdgate — see README.md.
+#   make demo    the main job on this machine: the gate on a real kernel, in a VM
+#   make test    every test, VM tests included (what .ci/run runs)
+GO ?= go
+export CGO_ENABLED ?= 0
+
+.PHONY: build test demo deps kernels generate vet
+
+build:
+	$(GO) build -trimpath -o uffdgate ./cmd/uffdgate
+
 # Debian kernels and QEMU for the VM tests (internal/vmtest).
 kernels:
 	bash scripts/fetch-kernels.sh
+
+# Everything the tests need beyond Go: QEMU and the kernels.
+deps: kernels
+	bash scripts/install-test-deps.sh
+
+vet:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
+	$(GO) vet ./...
+
+test: deps vet
+	$(GO) test -count=1 -timeout 60m ./...
+
+demo: kernels
+	$(GO) test -count=1 -run '^TestDemo$$' -v ./e2e
+
+# Regenerates the committed BPF objects (internal/gate/*_bpfel.*).
+generate:
+	bash scripts/install-test-deps.sh generate
+	$(GO) generate ./internal/gate

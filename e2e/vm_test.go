@@ -58,3 +58,45 @@ func guestFailures(out string) string {
 	}
 	return strings.Join(keep, "\n")
 }
+
+// TestDemo is `make demo`: the default policy on a real kernel, real processes
+// asking for contexts the ways real programs do. Its console is the demo's output.
+func TestDemo(t *testing.T) {
+	k := vmtest.Kernels(t)[len(vmtest.Kernels(t))-1]
+	dir := t.TempDir()
+	res := vmtest.Run(t, k, vmtest.Guest{Files: map[string]string{
+		"/uffdgate": vmtest.BuildStatic(t, module+"/cmd/uffdgate", dir),
+		"/uffdtry":  vmtest.BuildStatic(t, module+"/e2e/uffdtry", dir),
+		"/demo":     vmtest.BuildStatic(t, module+"/e2e/demo", dir),
+	}, Argv: []string{"/demo"}}, 5*time.Minute)
+	var shown []string
+	for _, l := range strings.Split(res.Output, "\n") {
+		if strings.HasPrefix(l, "demo |") || strings.HasPrefix(l, "  uffdgate |") {
+			shown = append(shown, l)
+		}
+	}
+	t.Logf("kernel %s, booted and ran in %v:\n%s", k.Version, res.Duration.Round(time.Second), strings.Join(shown, "\n"))
+	if res.ExitCode != 0 {
+		t.Fatalf("demo failed (exit %d)", res.ExitCode)
+	}
+}
+
+// TestVMRefusesWithoutBPFLSM: on a kernel whose lsm= list lacks bpf, `uffdgate
+// run` refuses with exit 3 and names the boot parameter to add.
+func TestVMRefusesWithoutBPFLSM(t *testing.T) {
+	k := vmtest.Kernels(t)[0]
+	dir := t.TempDir()
+	res := vmtest.Run(t, k, vmtest.Guest{
+		Files: map[string]string{"/uffdgate": vmtest.BuildStatic(t, module+"/cmd/uffdgate", dir)},
+		Argv:  []string{"/uffdgate", "run"},
+		LSM:   "lockdown,capability",
+	}, 3*time.Minute)
+	if res.ExitCode != 3 {
+		t.Fatalf("uffdgate run without BPF LSM: exit %d, want 3:\n%s", res.ExitCode, res.Output)
+	}
+	for _, want := range []string{"BPF LSM is not active", "lsm=lockdown,capability,bpf"} {
+		if !strings.Contains(res.Output, want) {
+			t.Errorf("refusal does not say %q:\n%s", want, res.Output)
+		}
+	}
+}

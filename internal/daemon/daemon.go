@@ -68,7 +68,7 @@ func Run(ctx context.Context, opts Options) error {
 		slog.Any("allow_capabilities", capNames(pol)),
 		slog.String("policy_source", pol.Source),
 		slog.String("policy_digest", pol.Digest),
-		slog.Duration("startup", time.Since(start)),
+		slog.Float64("startup_ms", float64(time.Since(start).Microseconds())/1000),
 	)
 
 	enr := &events.Enricher{AllowCaps: pol.AllowCaps}

@@ -147,6 +147,7 @@ type Guest struct {
 	Files map[string]string // guest absolute path -> host file path (mode 0755 in the image)
 	Argv  []string          // command the guest init runs, e.g. {"/e2e.test", "-test.v"}
 	Env   []string          // added to PATH, HOME=/tmp, TMPDIR=/tmp
+	LSM   string            // the kernel's lsm= list; DefaultLSM when empty
 }
 
 // Result is the outcome of one VM run.
@@ -163,7 +164,10 @@ type guestSpec struct {
 	TimeoutSec int      `json:"timeout_sec"`
 }
 
-const cmdline = "console=ttyS0 lsm=lockdown,capability,landlock,bpf panic=-1 quiet rdinit=/init" +
+// DefaultLSM is the lsm= list the guests boot with: BPF LSM active.
+const DefaultLSM = "lockdown,capability,landlock,bpf"
+
+const cmdlineBase = "console=ttyS0 panic=-1 quiet rdinit=/init" +
 	// Debian builds x32 in but disables it unless asked to.
 	" syscall.x32=y"
 
@@ -205,7 +209,7 @@ func Run(t testing.TB, k Kernel, g Guest, timeout time.Duration) Result {
 		"-nodefaults", "-no-user-config", "-display", "none", "-monitor", "none",
 		"-serial", "stdio", "-no-reboot",
 		"-accel", accel, "-cpu", cpu, "-m", "1024", "-smp", "2",
-		"-kernel", cmp.Or(k.Vmlinux, k.Vmlinuz), "-initrd", initrd, "-append", cmdline,
+		"-kernel", cmp.Or(k.Vmlinux, k.Vmlinuz), "-initrd", initrd, "-append", cmdlineBase + " lsm=" + cmp.Or(g.LSM, DefaultLSM),
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
