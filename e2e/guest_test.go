@@ -139,8 +139,10 @@ func (d *daemon) stop(t *testing.T) {
 		d.cmd.Process.Kill()
 		t.Fatalf("uffdgate did not exit within 10 s of SIGTERM")
 	}
-	if _, ok := d.find(func(m map[string]any) bool { return m["event"] == "stopped" }); !ok {
+	if m, ok := d.find(func(m map[string]any) bool { return m["event"] == "stopped" }); !ok {
 		t.Errorf("no stopped line after SIGTERM:\n%s", d.log())
+	} else if m["events_lost"] != float64(0) {
+		t.Errorf("the daemon lost events: %v", m)
 	}
 	t.Logf("uffdgate stopped %v after SIGTERM", time.Since(start).Round(time.Millisecond))
 }
@@ -251,6 +253,11 @@ func availablePaths(t *testing.T) []decision.Path {
 	return out
 }
 
+// capGate is the model of a policy with the default CAP_SYS_PTRACE allowlist.
+func capGate(mode decision.Mode, audit bool) decision.Gate {
+	return decision.Gate{Mode: mode, Audit: audit, Rules: []decision.Rule{decision.CapabilityRule(1 << capability.SysPtrace)}}
+}
+
 func policyYAML(g decision.Gate) string {
 	return fmt.Sprintf("mode: %s\naudit: %v\nallowlist:\n  capabilities: [CAP_SYS_PTRACE]\n", g.Mode, g.Audit)
 }
@@ -278,7 +285,7 @@ func TestMatrix(t *testing.T) {
 	cases, mismatches, checkedEvents := 0, 0, 0
 	for _, mode := range decision.Modes() {
 		for _, audit := range []bool{false, true} {
-			g := decision.Gate{Mode: mode, Audit: audit, AllowCaps: 1 << capability.SysPtrace}
+			g := capGate(mode, audit)
 			d := startDaemon(t, policyYAML(g))
 			for _, sysctl := range []int{0, 1} {
 				setSysctl(t, sysctl)
@@ -300,7 +307,11 @@ func TestMatrix(t *testing.T) {
 							t.Errorf("mode=%s audit=%v sysctl=%d %s %s flags=%s: got %s, model says %s (%s)",
 								mode, audit, sysctl, s.name, a.Path, decision.FlagNames(req.Flags), errnoName(a.Errno), errnoName(int(want.Errno)), want.Layer)
 						}
-						checkedEvents += checkEvent(t, d, r.PID, req, want)
+						if n := checkEvent(t, d, r.PID, req, want); n < 0 {
+							t.Logf("... in mode=%s audit=%v sysctl=%d subject=%s", mode, audit, sysctl, s.name)
+						} else {
+							checkedEvents += n
+						}
 					}
 				}
 			}
@@ -316,16 +327,23 @@ func TestMatrix(t *testing.T) {
 func checkEvent(t *testing.T, d *daemon, pid int, req decision.Request, want decision.Outcome) int {
 	t.Helper()
 	match := func(m map[string]any) bool {
-		return m["event"] == "decision" && m["pid"] == float64(pid) && m["path"] == req.Path.String() &&
+		// The report's pid is the process id: the event's tgid (its pid is the thread's).
+		return m["event"] == "decision" && m["tgid"] == float64(pid) && m["path"] == req.Path.String() &&
 			m["flags"] == fmt.Sprintf("0x%x", req.Flags)
 	}
 	if want.GateSaw && want.Gate.Report {
 		m, ok := d.waitFor(match, 10*time.Second)
 		if !ok {
-			t.Errorf("no event for pid %d %s flags 0x%x (want %s)", pid, req.Path, req.Flags, want.Gate.Verdict)
-			return 0
+			var same []string
+			for _, l := range strings.Split(d.log(), "\n") {
+				if strings.Contains(l, fmt.Sprintf(`"tgid":%d,`, pid)) {
+					same = append(same, l)
+				}
+			}
+			t.Errorf("no event for pid %d %s flags 0x%x (want %s); the daemon logged for this pid:\n%s", pid, req.Path, req.Flags, want.Gate.Verdict, strings.Join(same, "\n"))
+			return -1
 		}
-		for k, v := range map[string]any{"decision": want.Gate.Verdict.String(), "tgid": float64(pid), "comm": "uffdtry", "exe": tryBin} {
+		for k, v := range map[string]any{"decision": want.Gate.Verdict.String(), "comm": "uffdtry", "exe": tryBin} {
 			if m[k] != v {
 				t.Errorf("event for pid %d %s: %s = %v, want %v", pid, req.Path, k, m[k], v)
 			}
@@ -387,7 +405,7 @@ func TestAttackVariants(t *testing.T) {
 	defer setSysctl(t, 0)
 	d := startDaemon(t, "")
 	defer d.stop(t)
-	g := decision.Gate{Mode: decision.ModeUserModeOnly, AllowCaps: 1 << capability.SysPtrace}
+	g := capGate(decision.ModeUserModeOnly, false)
 	k := decision.Kernel{UnprivilegedUserfaultfd: true}
 
 	type tc struct {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"os/signal"
 	"syscall"
 
@@ -43,7 +44,10 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	log := slog.New(slog.NewJSONHandler(stdout, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	err := daemon.Run(ctx, daemon.Options{Policy: pol, Host: preflight.Default(), Log: log, StatePath: *statePath, Version: version})
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	err := daemon.Run(ctx, daemon.Options{Policy: pol, PolicyPath: *policyPath, Reload: hup,
+		Host: preflight.Default(), Log: log, StatePath: *statePath, Version: version})
 	if err == nil {
 		return exitOK
 	}

@@ -1,14 +1,19 @@
 //go:build linux
 
 // Package daemon runs the gate: checks the host, loads and attaches the BPF side,
-// proves it fires, then reports every decision worth reporting until stopped.
+// proves it fires, then reports every decision worth reporting, reloads the
+// policy on SIGHUP or when its file changes, and follows the files and cgroups
+// the policy names, until stopped.
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"os"
+	"reflect"
+	"slices"
 	"sync"
 	"time"
 
@@ -25,53 +30,78 @@ import (
 
 // Options configure Run.
 type Options struct {
-	Policy    *policy.Policy
-	Host      preflight.Host
-	Log       *slog.Logger
-	StatePath string // where to publish state.State; "" for none
-	Version   string
+	Policy *policy.Policy
+	// PolicyPath is reloaded on Reload and when its content changes; "" for the
+	// embedded default, which never changes.
+	PolicyPath string
+	Reload     <-chan os.Signal
+	Host       preflight.Host
+	Log        *slog.Logger
+	StatePath  string // where to publish state.State; "" for none
+	Version    string
 }
 
-// stateInterval is how often the published counters are refreshed.
-const stateInterval = 2 * time.Second
+// tick is how often the daemon looks for a changed policy file, re-resolves the
+// paths the policy names (a package upgrade renames a new binary over an allowed
+// one; a VM's cgroup appears), and refreshes its published state.
+const tick = time.Second
+
+type daemon struct {
+	opts     Options
+	log      *slog.Logger
+	gt       *gate.Gate
+	resolver *rememberingResolver
+	start    time.Time
+
+	fileText []byte // the policy file's content last read, valid or not
+
+	mu         sync.Mutex
+	pol        *policy.Policy
+	applied    decision.Gate
+	unresolved []string
+	gens       map[uint32]decision.Gate // recent generations, for explaining events
+	reloadsOK  uint64
+	reloadsBad uint64
+	lastReload time.Time
+}
 
 // Run enforces opts.Policy until ctx is done, then detaches. It returns an error
 // (a *preflight.Problem where the host is the cause) when the gate cannot be
 // brought up; nothing stays attached in that case.
 func Run(ctx context.Context, opts Options) error {
-	start := time.Now()
-	pol, log := opts.Policy, opts.Log
+	d := &daemon{opts: opts, log: opts.Log, pol: opts.Policy, start: time.Now(), fileText: opts.Policy.Text,
+		resolver: newRememberingResolver(policy.HostResolver{}), gens: map[uint32]decision.Gate{}}
 	if err := opts.Host.CheckAll(); err != nil {
 		return err
 	}
-	gt, err := gate.Load(pol.Gate())
+	g, unresolved := d.pol.Compile(d.resolver)
+	gt, err := gate.Load(g)
 	if err != nil {
 		return asProblem(err)
 	}
 	defer gt.Close()
+	d.gt = gt
+	d.applied, d.unresolved = g, unresolved
+	d.gens[gt.Generation()] = g
 	if err := gt.Attach(); err != nil {
 		return asProblem(err)
 	}
-	if err := gt.SelfTest(pol.Gate()); err != nil {
+	if err := gt.SelfTest(); err != nil {
 		return &preflight.Problem{What: err.Error(), Fix: "make sure `bpf` is in /sys/kernel/security/lsm and no other LSM program refuses first; report the kernel version if it is"}
 	}
-
-	gateState := "enforcing"
-	if pol.Audit {
-		gateState = "auditing"
-	}
-	log.Info("uffdgate "+gateState,
+	d.log.Info("uffdgate "+d.gateState(),
 		slog.String("event", "started"),
-		slog.String("state", gateState),
-		slog.String("mode", pol.Mode.String()),
-		slog.Bool("audit", pol.Audit),
-		slog.Any("allow_capabilities", capNames(pol)),
-		slog.String("policy_source", pol.Source),
-		slog.String("policy_digest", pol.Digest),
-		slog.Float64("startup_ms", float64(time.Since(start).Microseconds())/1000),
+		slog.String("state", d.gateState()),
+		slog.String("mode", d.pol.Mode.String()),
+		slog.Bool("audit", d.pol.Audit),
+		slog.Any("rules", ruleSummary(d.pol)),
+		slog.String("policy_source", d.pol.Source),
+		slog.String("policy_digest", d.pol.Digest),
+		slog.Float64("startup_ms", float64(time.Since(d.start).Microseconds())/1000),
 	)
+	d.warnUnresolved(nil, unresolved)
 
-	enr := &events.Enricher{AllowCaps: pol.AllowCaps}
+	enr := &events.Enricher{Policy: d.generation}
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for {
@@ -80,40 +110,31 @@ func Run(ctx context.Context, opts Options) error {
 				return
 			}
 			if err != nil {
-				log.Error("reading an event", slog.String("event", "error"), slog.String("error", err.Error()))
+				d.log.Error("reading an event", slog.String("event", "error"), slog.String("error", err.Error()))
 				continue
 			}
-			events.Log(ctx, log, enr.Enrich(rec, time.Now()))
+			events.Log(ctx, d.log, enr.Enrich(rec, time.Now()))
 		}
 	})
 
-	publish := func() {
-		if opts.StatePath == "" {
-			return
-		}
-		st := state.State{
-			PID: os.Getpid(), Version: opts.Version, Backend: "lsm", State: gateState, Started: start, Updated: time.Now(),
-			Mode: pol.Mode.String(), Audit: pol.Audit, PolicySource: pol.Source, PolicyDigest: pol.Digest,
-			PolicyYAML: string(pol.Text), AllowCapabilities: capNames(pol), Decisions: map[string]uint64{},
-		}
-		if c, err := gt.Counters(); err == nil {
-			st.Decisions = summarize(c)
-		}
-		st.EventsLost, _ = gt.Lost()
-		if err := state.Write(opts.StatePath, st); err != nil {
-			log.Warn("cannot publish state", slog.String("event", "error"), slog.String("path", opts.StatePath), slog.String("error", err.Error()))
-		}
-	}
-	publish()
-	tick := time.NewTicker(stateInterval)
-	defer tick.Stop()
+	d.publish()
+	t := time.NewTicker(tick)
+	defer t.Stop()
 loop:
-	for {
+	for n := 0; ; n++ {
 		select {
 		case <-ctx.Done():
 			break loop
-		case <-tick.C:
-			publish()
+		case <-opts.Reload:
+			d.reload("signal")
+		case <-t.C:
+			if d.policyFileChanged() {
+				d.reload("file changed")
+			}
+			d.reresolve()
+			if n%2 == 0 {
+				d.publish()
+			}
 		}
 	}
 	if opts.StatePath != "" {
@@ -127,8 +148,141 @@ loop:
 	if cerr == nil && lerr == nil {
 		attrs = append(attrs, slog.Any("decisions", summarize(counters)), slog.Uint64("events_lost", lost))
 	}
-	log.Info("uffdgate stopped: gate detached", attrs...)
+	d.log.Info("uffdgate stopped: gate detached", attrs...)
 	return err
+}
+
+func (d *daemon) gateState() string {
+	if d.pol.Audit {
+		return "auditing"
+	}
+	return "enforcing"
+}
+
+func (d *daemon) generation(gen uint32) (decision.Gate, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	g, ok := d.gens[gen]
+	return g, ok
+}
+
+// apply makes g the policy in force; the old one stays if it fails.
+func (d *daemon) apply(g decision.Gate) error {
+	if err := d.gt.Apply(g); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.applied = g
+	gen := d.gt.Generation()
+	d.gens[gen] = g
+	for old := range d.gens {
+		if old+8 < gen { // events are read within moments; eight is plenty
+			delete(d.gens, old)
+		}
+	}
+	return nil
+}
+
+func (d *daemon) policyFileChanged() bool {
+	if d.opts.PolicyPath == "" {
+		return false
+	}
+	b, err := os.ReadFile(d.opts.PolicyPath)
+	return err == nil && !bytes.Equal(b, d.fileText)
+}
+
+// reload replaces the policy with the file's, atomically; a policy that fails
+// validation or cannot be applied leaves the current one in force.
+func (d *daemon) reload(why string) {
+	if d.opts.PolicyPath == "" {
+		d.log.Info("reload requested, but the embedded default policy is in use: nothing to reload",
+			slog.String("event", "reload"))
+		return
+	}
+	fail := func(err error) {
+		d.mu.Lock()
+		d.reloadsBad++
+		d.lastReload = time.Now()
+		d.mu.Unlock()
+		d.log.Error("policy reload failed: the previous policy stays in force",
+			slog.String("event", "reload_failed"), slog.String("trigger", why),
+			slog.String("policy_source", d.opts.PolicyPath), slog.String("error", err.Error()),
+			slog.String("policy_digest", d.pol.Digest))
+	}
+	// Remembered whatever happens, so that a broken file is reported once, not every tick.
+	d.fileText, _ = os.ReadFile(d.opts.PolicyPath)
+	p, err := policy.Parse(d.opts.PolicyPath, d.fileText)
+	if err != nil {
+		fail(err)
+		return
+	}
+	g, unresolved := p.Compile(d.resolver)
+	if err := d.apply(g); err != nil {
+		fail(err)
+		return
+	}
+	prev := d.unresolved
+	d.mu.Lock()
+	d.pol, d.unresolved = p, unresolved
+	d.reloadsOK++
+	d.lastReload = time.Now()
+	d.mu.Unlock()
+	d.log.Info("policy reloaded", slog.String("event", "reloaded"), slog.String("trigger", why),
+		slog.String("mode", p.Mode.String()), slog.Bool("audit", p.Audit), slog.Any("rules", ruleSummary(p)),
+		slog.String("policy_source", p.Source), slog.String("policy_digest", p.Digest),
+		slog.Uint64("policy_generation", uint64(d.gt.Generation())))
+	d.warnUnresolved(prev, unresolved)
+}
+
+// reresolve applies the policy again when the files or cgroups it names now
+// resolve to other identities.
+func (d *daemon) reresolve() {
+	g, unresolved := d.pol.Compile(d.resolver)
+	if reflect.DeepEqual(g, d.applied) {
+		return
+	}
+	if err := d.apply(g); err != nil {
+		d.log.Error("cannot apply re-resolved paths: the previous resolution stays in force",
+			slog.String("event", "error"), slog.String("error", err.Error()))
+		return
+	}
+	d.log.Info("policy paths re-resolved", slog.String("event", "resolved"),
+		slog.Uint64("policy_generation", uint64(d.gt.Generation())))
+	prev := d.unresolved
+	d.unresolved = unresolved
+	d.warnUnresolved(prev, unresolved)
+}
+
+func (d *daemon) warnUnresolved(prev, now []string) {
+	for _, u := range now {
+		if !slices.Contains(prev, u) {
+			d.log.Warn("a policy path does not resolve; it matches nothing until it does",
+				slog.String("event", "unresolved"), slog.String("detail", u))
+		}
+	}
+}
+
+func (d *daemon) publish() {
+	if d.opts.StatePath == "" {
+		return
+	}
+	d.mu.Lock()
+	pol := d.pol
+	st := state.State{
+		PID: os.Getpid(), Version: d.opts.Version, Backend: "lsm", State: d.gateState(), Started: d.start, Updated: time.Now(),
+		Mode: pol.Mode.String(), Audit: pol.Audit, PolicySource: pol.Source, PolicyDigest: pol.Digest,
+		PolicyYAML: string(pol.Text), AllowCapabilities: allowCaps(pol), Decisions: map[string]uint64{},
+		ReloadsOK: d.reloadsOK, ReloadsFailed: d.reloadsBad, LastReload: d.lastReload,
+	}
+	d.mu.Unlock()
+	if c, err := d.gt.Counters(); err == nil {
+		st.Decisions = summarize(c)
+	}
+	st.EventsLost, _ = d.gt.Lost()
+	if err := state.Write(d.opts.StatePath, st); err != nil {
+		d.log.Warn("cannot publish state", slog.String("event", "error"), slog.String("path", d.opts.StatePath), slog.String("error", err.Error()))
+	}
 }
 
 func asProblem(err error) error {
@@ -138,11 +292,26 @@ func asProblem(err error) error {
 	return err
 }
 
-func capNames(p *policy.Policy) []string {
-	if n := capability.Names(p.AllowCaps); n != nil {
-		return n
+func allowCaps(p *policy.Policy) []string {
+	for _, r := range p.Rules {
+		if r.Name == "allowlist.capabilities" {
+			return capability.Names(r.Caps)
+		}
 	}
 	return []string{}
+}
+
+// ruleSummary lists rule names with what they grant, for the log.
+func ruleSummary(p *policy.Policy) []string {
+	out := []string{}
+	for _, r := range p.Rules {
+		s := r.Name + ":" + r.Grant.String()
+		if r.AuditOnly {
+			s += "(audit-only)"
+		}
+		out = append(out, s)
+	}
+	return out
 }
 
 // summarize keeps the non-zero counters, keyed "verdict/path".

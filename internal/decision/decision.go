@@ -6,6 +6,7 @@ package decision
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -108,13 +109,73 @@ func (v Verdict) String() string {
 	return fmt.Sprintf("verdict(%d)", uint8(v))
 }
 
+// MaxRules is how many rules a policy may have (one bit each in the kernel).
+const MaxRules = 64
+
+// Grant is what a matching rule lets a process create.
+type Grant uint8
+
+const (
+	// GrantKernelFaults allows any context, including kernel-fault ones.
+	GrantKernelFaults Grant = iota
+	// GrantUserModeOnly allows user-mode-only contexts; it matters in mode deny.
+	GrantUserModeOnly
+)
+
+func (g Grant) String() string {
+	if g == GrantUserModeOnly {
+		return "user-mode-only"
+	}
+	return "kernel-faults"
+}
+
+// FileID identifies a file: the kernel's dev_t of its filesystem (major<<20 |
+// minor) and its inode number. Hard links and symlinks lead to the same FileID;
+// a copy does not.
+type FileID struct {
+	Dev uint32
+	Ino uint64
+}
+
+// KernelDev converts a user-space dev_t (stat's st_dev) to the kernel's internal
+// encoding, which the BPF side reads from super_block.s_dev.
+func KernelDev(d uint64) uint32 {
+	major := uint32((d>>8)&0xfff) | uint32((d>>32)&^0xfff)
+	minor := uint32(d&0xff) | uint32((d>>12)&^0xff)
+	return major<<20 | minor
+}
+
+// CgroupSel names a cgroup v2 by id, with or without its subtree.
+type CgroupSel struct {
+	ID      uint64
+	Subtree bool
+}
+
+// Rule is a compiled allowlist rule: it matches when every selector present
+// matches (AND); a selector matches when any of its values does (OR). A selector
+// that is present with no values (a path that does not exist yet) matches nothing.
+type Rule struct {
+	Name                              string
+	HasExe, HasCgroup, HasUID, HasGID bool
+	Exes                              []FileID
+	Cgroups                           []CgroupSel
+	UIDs, GIDs                        []uint32
+	Caps                              uint64 // selector present iff non-zero
+	Grant                             Grant
+	AuditOnly                         bool
+}
+
 // Gate is the part of a policy the decision needs.
 type Gate struct {
 	Mode  Mode
 	Audit bool
-	// AllowCaps is a bit mask of capabilities; holding any of them effective in the
-	// initial user namespace puts a process on the allowlist.
-	AllowCaps uint64
+	Rules []Rule
+}
+
+// CapabilityRule is the rule that allowlists holders of any capability in mask,
+// as the policy's `allowlist.capabilities` does.
+func CapabilityRule(mask uint64) Rule {
+	return Rule{Name: "allowlist.capabilities", Caps: mask}
 }
 
 // Subject is the calling task as the gate sees it.
@@ -124,11 +185,56 @@ type Subject struct {
 	// InitUserNS is true when the task's credentials belong to the initial user
 	// namespace; capabilities held in any other namespace do not count.
 	InitUserNS bool
+	Exe        FileID
+	HasExe     bool
+	// Cgroups is the task's cgroup v2 id followed by its ancestors' up to the root.
+	Cgroups []uint64
+	EUID    uint32
+	EGID    uint32
+	Groups  []uint32
 }
 
 // HasCap reports whether the subject holds capability c in the initial user
 // namespace: the kernel's capable(c).
 func (s Subject) HasCap(c uint) bool { return s.InitUserNS && s.CapEffective&(1<<c) != 0 }
+
+// Matches reports whether rule r matches subject s.
+func (r Rule) Matches(s Subject) bool {
+	if r.HasExe && !(s.HasExe && slices.Contains(r.Exes, s.Exe)) {
+		return false
+	}
+	if r.HasUID && !slices.Contains(r.UIDs, s.EUID) {
+		return false
+	}
+	if r.HasGID && !slices.ContainsFunc(r.GIDs, func(g uint32) bool { return g == s.EGID || slices.Contains(s.Groups, g) }) {
+		return false
+	}
+	if r.Caps != 0 && !(s.InitUserNS && s.CapEffective&r.Caps != 0) {
+		return false
+	}
+	if r.HasCgroup && !slices.ContainsFunc(r.Cgroups, func(c CgroupSel) bool {
+		for i, id := range s.Cgroups {
+			if id == c.ID && (i == 0 || c.Subtree) {
+				return true
+			}
+		}
+		return false
+	}) {
+		return false
+	}
+	return true
+}
+
+// Match returns the bit mask of the rules that match s (bit i for Rules[i]).
+func (g Gate) Match(s Subject) uint64 {
+	var m uint64
+	for i, r := range g.Rules {
+		if i < MaxRules && r.Matches(s) {
+			m |= 1 << uint(i)
+		}
+	}
+	return m
+}
 
 // Request is one context creation.
 type Request struct {
@@ -146,16 +252,13 @@ func (r Request) KernelFault() bool { return !r.FlagsKnown || r.Flags&UserModeOn
 type Result struct {
 	Verdict     Verdict
 	Allowlisted bool
+	// Matched is the mask of matching rules, audit-only ones included.
+	Matched uint64
 	// Report is true when the request deserves an event: a denial, a would-be
-	// denial, or a kernel-fault request from a process that is not allowlisted.
+	// denial, or any kernel-fault request.
 	Report bool
 	Reason string
 	Remedy string
-}
-
-// Allowlisted reports whether the subject is on the policy's allowlist.
-func (g Gate) Allowlisted(s Subject) bool {
-	return s.InitUserNS && s.CapEffective&g.AllowCaps != 0
 }
 
 // Decide is the gate's decision. Fork-event duplicates copy the flags of a context
@@ -165,55 +268,103 @@ func Decide(g Gate, s Subject, r Request) Result {
 	if r.Path == PathForkEvent {
 		return Result{Verdict: Allow, Reason: "fork-event duplicate of an existing context"}
 	}
-	res := Result{Allowlisted: g.Allowlisted(s)}
-	if res.Allowlisted {
-		res.Reason = "process is allowlisted"
-		return res
+	return DecideMatched(g, g.Match(s), r)
+}
+
+// DecideMatched decides given the mask of matching rules, as the kernel does once it
+// has matched them; the event enricher uses it with the kernel's mask.
+func DecideMatched(g Gate, matched uint64, r Request) Result {
+	res := Result{Matched: matched}
+	var enforced, grantKernel, grantAny uint64
+	for i, rule := range g.Rules {
+		bit := uint64(1) << uint(i)
+		if matched&bit == 0 || rule.AuditOnly {
+			continue
+		}
+		enforced |= bit
+		grantAny |= bit
+		if rule.Grant == GrantKernelFaults {
+			grantKernel |= bit
+		}
 	}
 	kf := r.KernelFault()
+	res.Allowlisted = grantKernel != 0
 	var deny bool
-	switch g.Mode {
-	case ModeAllow:
-		deny = false
-	case ModeUserModeOnly:
-		deny = kf
-	default: // ModeDeny, and any unknown mode: fail closed
-		deny = true
+	if !res.Allowlisted {
+		switch g.Mode {
+		case ModeAllow:
+		case ModeUserModeOnly:
+			deny = kf
+		default: // ModeDeny, and any unknown mode: fail closed
+			deny = kf || grantAny == 0
+		}
 	}
-	res.Report = deny || kf
 	switch {
 	case !deny:
-		res.Reason = "allowed by mode " + g.Mode.String()
-		if kf {
-			res.Reason = "kernel-fault context allowed by mode allow (observe only)"
-			res.Remedy = "set mode: user-mode-only to refuse such requests"
-		}
-		return res
 	case g.Audit:
 		res.Verdict = WouldDeny
 	default:
 		res.Verdict = Deny
 	}
-	res.Reason, res.Remedy = denialText(g, r)
+	res.Report = res.Verdict != Allow || kf
+	res.Reason, res.Remedy = explain(g, r, res)
 	return res
 }
 
-func denialText(g Gate, r Request) (reason, remedy string) {
-	allow := "allowlist the process (the policy's allowlist is empty)"
-	if g.AllowCaps != 0 {
-		allow = "allowlist the process (grant it one of " + strings.Join(capability.Names(g.AllowCaps), ", ") + " in the initial user namespace)"
+// RuleNames lists the names of the rules in mask.
+func (g Gate) RuleNames(mask uint64) []string {
+	var out []string
+	for i, r := range g.Rules {
+		if mask&(1<<uint(i)) != 0 {
+			out = append(out, r.Name)
+		}
+	}
+	return out
+}
+
+func explain(g Gate, r Request, res Result) (reason, remedy string) {
+	var auditOnly uint64
+	for i, rule := range g.Rules {
+		if rule.AuditOnly {
+			auditOnly |= 1 << uint(i)
+		}
+	}
+	trial := g.RuleNames(res.Matched & auditOnly)
+	byRule := g.RuleNames(res.Matched &^ auditOnly)
+	allow := "add a rule for this process (its executable, cgroup or user) to the policy's rules"
+	if len(g.Rules) > 0 && g.Rules[0].Name == "allowlist.capabilities" && len(g.Rules) == 1 {
+		allow = "grant it one of " + strings.Join(capability.Names(g.Rules[0].Caps), ", ") + " in the initial user namespace, or add a rule for it (executable, cgroup, user)"
+	}
+	if res.Verdict == Allow {
+		switch {
+		case res.Allowlisted && r.KernelFault():
+			return "kernel-fault context allowed by rule " + strings.Join(byRule, ", "), ""
+		case res.Allowlisted:
+			return "allowed by rule " + strings.Join(byRule, ", "), ""
+		case r.KernelFault():
+			return "kernel-fault context allowed by mode allow (observe only)", "set mode: user-mode-only to refuse such requests"
+		}
+		return "allowed by mode " + g.Mode.String(), ""
 	}
 	switch {
+	case g.Mode == ModeDeny && !r.KernelFault():
+		reason = "mode deny refuses userfaultfd contexts to processes no rule grants them to"
+		remedy = "add a rule with `grant: user-mode-only` (or kernel-faults) for this process"
 	case g.Mode != ModeUserModeOnly:
-		return "mode " + g.Mode.String() + " refuses every userfaultfd context to processes that are not allowlisted",
-			allow + ", or set mode: user-mode-only to let user-mode-only contexts through"
+		reason = "mode " + g.Mode.String() + " refuses every userfaultfd context to processes no rule allows"
+		remedy = allow + ", or set mode: user-mode-only to let user-mode-only contexts through"
 	case !r.FlagsKnown:
-		return "the creation flags could not be determined, so the request counts as a kernel-fault request (fail closed) and the process is not allowlisted",
-			"create the context through the userfaultfd syscall or USERFAULTFD_IOC_NEW with UFFD_USER_MODE_ONLY, or " + allow
+		reason = "the creation flags could not be determined, so the request counts as a kernel-fault request (fail closed), and no rule allows this process kernel-fault contexts"
+		remedy = "create the context through the userfaultfd syscall or USERFAULTFD_IOC_NEW with UFFD_USER_MODE_ONLY, or " + allow
 	default:
-		return "kernel-fault userfaultfd context (no UFFD_USER_MODE_ONLY) requested by a process that is not allowlisted",
-			"pass UFFD_USER_MODE_ONLY if only user-mode faults are needed, or " + allow
+		reason = "kernel-fault userfaultfd context (no UFFD_USER_MODE_ONLY) requested by a process no rule allows"
+		remedy = "pass UFFD_USER_MODE_ONLY if only user-mode faults are needed, or " + allow
 	}
+	if len(trial) > 0 {
+		reason += "; audit-only rule " + strings.Join(trial, ", ") + " would allow it"
+		remedy = "set audit_only: false on rule " + strings.Join(trial, ", ") + " to allow it, or " + remedy
+	}
+	return reason, remedy
 }
 
 // Kernel is the state of the kernel's own checks, which run before the gate.

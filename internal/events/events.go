@@ -29,8 +29,10 @@ type Record struct {
 	PID, TGID    uint32
 	PPID         uint32
 	UID, EUID    uint32
-	GID          uint32
+	GID, EGID    uint32
 	UsernsLevel  uint32
+	Generation   uint32 // policy generation that decided
+	Matched      uint64 // rules that matched, as bits of that generation's rules
 	Request      decision.Request
 	Verdict      decision.Verdict
 	Mode         decision.Mode
@@ -44,9 +46,10 @@ type Record struct {
 type Event struct {
 	Record
 	Time       time.Time
-	Executable string // full path, or the kernel's file name when the process is gone
+	Executable string
 	Cgroup     string
 	User       string
+	Rules      []string // names of the matching rules
 	Reason     string
 	Remedy     string
 }
@@ -56,7 +59,8 @@ type Event struct {
 type Enricher struct {
 	ProcRoot   string // "/proc"
 	CgroupRoot string // "/sys/fs/cgroup"
-	AllowCaps  uint64
+	// Policy returns the compiled policy of a generation, if still known.
+	Policy func(gen uint32) (decision.Gate, bool)
 
 	mu      sync.Mutex
 	cgroups map[uint64]string
@@ -71,13 +75,21 @@ func (e *Enricher) Enrich(r Record, now time.Time) Event {
 	ev.Executable = e.executable(r)
 	ev.Cgroup = e.cgroup(r.CgroupID)
 	ev.User = e.user(r.UID)
-	g := decision.Gate{Mode: r.Mode, Audit: r.Audit, AllowCaps: e.AllowCaps}
-	s := decision.Subject{CapEffective: r.CapEffective, InitUserNS: r.UsernsLevel == 0}
-	res := decision.Decide(g, s, r.Request)
+	g, ok := decision.Gate{Mode: r.Mode, Audit: r.Audit}, false
+	if e.Policy != nil {
+		g, ok = e.Policy(r.Generation)
+	}
+	if !ok {
+		ev.Reason = fmt.Sprintf("decided by policy generation %d, which is no longer known", r.Generation)
+		return ev
+	}
+	// The kernel matched the rules; the model explains its decision from them.
+	res := decision.DecideMatched(g, r.Matched, r.Request)
+	ev.Rules = g.RuleNames(r.Matched)
 	ev.Reason, ev.Remedy = res.Reason, res.Remedy
 	if res.Verdict != r.Verdict {
 		// The kernel is authoritative; say so rather than explain something else.
-		ev.Reason = fmt.Sprintf("kernel decided %s where the reference model says %s (policy changed meanwhile?)", r.Verdict, res.Verdict)
+		ev.Reason = fmt.Sprintf("kernel decided %s where the reference model says %s for the same rules (please report)", r.Verdict, res.Verdict)
 	}
 	if r.Verdict != decision.Allow && r.Request.FlagsKnown && r.Request.Flags&decision.UserModeOnly == 0 && ev.Executable != "" {
 		ev.Remedy += fmt.Sprintf("; the executable is %s", ev.Executable)
@@ -93,18 +105,11 @@ func (e *Enricher) executable(r Record) string {
 	p, err := os.Readlink(exe)
 	if err == nil {
 		var st syscall.Stat_t
-		if syscall.Stat(exe, &st) == nil && st.Ino == r.ExeIno && kernelDev(st.Dev) == r.ExeDev {
+		if syscall.Stat(exe, &st) == nil && st.Ino == r.ExeIno && decision.KernelDev(st.Dev) == r.ExeDev {
 			return p
 		}
 	}
 	return r.ExePath
-}
-
-// kernelDev converts a user-space dev_t to the kernel's internal encoding.
-func kernelDev(d uint64) uint32 {
-	major := uint32((d>>8)&0xfff) | uint32((d>>32)&^0xfff)
-	minor := uint32(d&0xff) | uint32((d>>12)&^0xff)
-	return major<<20 | minor
 }
 
 func (e *Enricher) procRoot() string {
@@ -177,9 +182,11 @@ func (ev Event) Message() string {
 		return "userfaultfd request denied"
 	case decision.WouldDeny:
 		return "userfaultfd request would be denied (audit)"
-	default:
-		return "kernel-fault userfaultfd context allowed (observed)"
 	}
+	if ev.Allowlisted {
+		return "kernel-fault userfaultfd context allowed by rule"
+	}
+	return "kernel-fault userfaultfd context allowed (observed)"
 }
 
 // Log writes ev as one log record. Field names are part of uffdgate's interface:
@@ -204,6 +211,7 @@ func Log(ctx context.Context, l *slog.Logger, ev Event) {
 		slog.Uint64("ppid", uint64(ev.PPID)),
 		slog.Uint64("uid", uint64(ev.UID)),
 		slog.Uint64("euid", uint64(ev.EUID)),
+		slog.Uint64("egid", uint64(ev.EGID)),
 		slog.String("user", ev.User),
 		slog.String("comm", ev.Comm),
 		slog.String("exe", ev.Executable),
@@ -211,6 +219,8 @@ func Log(ctx context.Context, l *slog.Logger, ev Event) {
 		slog.String("mode", ev.Mode.String()),
 		slog.Bool("audit", ev.Audit),
 		slog.Bool("allowlisted", ev.Allowlisted),
+		slog.String("rules", strings.Join(ev.Rules, ",")),
+		slog.Uint64("policy_generation", uint64(ev.Generation)),
 		slog.String("cap_effective", fmt.Sprintf("0x%x", ev.CapEffective)),
 		slog.Bool("init_userns", ev.UsernsLevel == 0),
 		slog.String("reason", ev.Reason),

@@ -31,6 +31,7 @@ type Gate struct {
 	objs   gateObjects
 	link   link.Link
 	events *ringbuf.Reader
+	gen    uint32 // policy generation in force
 }
 
 // ErrKernelRefused means the kernel would not load or attach the LSM program even
@@ -45,7 +46,7 @@ func Load(g decision.Gate) (*Gate, error) {
 		return nil, explainLoad(err)
 	}
 	gt := &Gate{objs: objs}
-	if err := gt.SetPolicy(g, 0); err != nil {
+	if err := gt.Apply(g); err != nil {
 		gt.Close()
 		return nil, err
 	}
@@ -63,20 +64,6 @@ func explainLoad(err error) error {
 		return fmt.Errorf("%w: the verifier rejected the program (kernel too old or built without what uffdgate needs: BPF LSM, BTF, ring buffers): %v", ErrKernelRefused, err)
 	}
 	return fmt.Errorf("loading the BPF programs: %w", err)
-}
-
-// SetPolicy writes the policy the program applies; selfTGID marks the process
-// whose requests the self-test records.
-func (gt *Gate) SetPolicy(g decision.Gate, selfTGID uint32) error {
-	audit := uint32(0)
-	if g.Audit {
-		audit = 1
-	}
-	cfg := gateUffdConfig{Magic: configMagic, Mode: uint32(g.Mode), Audit: audit, SelfTgid: selfTGID, AllowCaps: g.AllowCaps}
-	if err := gt.objs.Config.Put(uint32(0), &cfg); err != nil {
-		return fmt.Errorf("writing the policy to the BPF map: %w", err)
-	}
-	return nil
 }
 
 // Attach attaches the LSM program: from then on it decides.
@@ -100,11 +87,11 @@ func (gt *Gate) Attach() error {
 // SelfTest proves the attached hook runs and decodes requests: this process
 // creates user-mode-only contexts through the syscall and, where the node exists,
 // the device, and checks the program saw each with the right path and flags.
-func (gt *Gate) SelfTest(g decision.Gate) error {
-	if err := gt.SetPolicy(g, uint32(os.Getpid())); err != nil {
-		return err
+func (gt *Gate) SelfTest() error {
+	if err := gt.objs.Selftest.Put(uint32(0), &gateUffdSelftest{Tgid: uint32(os.Getpid())}); err != nil {
+		return fmt.Errorf("self-test: %w", err)
 	}
-	defer gt.SetPolicy(g, 0)
+	defer gt.objs.Selftest.Put(uint32(0), &gateUffdSelftest{})
 	type probe struct {
 		path   decision.Path
 		create func(flags uint32) (int, error)
@@ -171,6 +158,9 @@ func DecodeRecord(b []byte) (events.Record, error) {
 		UID:          e.Uid,
 		EUID:         e.Euid,
 		GID:          e.Gid,
+		EGID:         e.Egid,
+		Generation:   e.Gen,
+		Matched:      e.Matched,
 		UsernsLevel:  e.UsernsLevel,
 		Request:      decision.Request{Path: decision.Path(e.Path), Flags: e.Flags, FlagsKnown: e.FlagsKnown != 0},
 		Verdict:      decision.Verdict(e.Verdict),

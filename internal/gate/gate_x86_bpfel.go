@@ -13,13 +13,48 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type gateCgroupKey struct {
+	_   structs.HostLayout
+	Id  uint64
+	Gen uint32
+	Pad uint32
+}
+
+type gateCgroupVal struct {
+	_       structs.HostLayout
+	Exact   uint64
+	Subtree uint64
+}
+
+type gateExeKey struct {
+	_   structs.HostLayout
+	Gen uint32
+	Dev uint32
+	Ino uint64
+}
+
+type gateIdKey struct {
+	_   structs.HostLayout
+	Gen uint32
+	Id  uint32
+}
+
 type gateUffdConfig struct {
-	_         structs.HostLayout
-	Magic     uint32
-	Mode      uint32
-	Audit     uint32
-	SelfTgid  uint32
-	AllowCaps uint64
+	_           structs.HostLayout
+	Magic       uint32
+	Gen         uint32
+	Mode        uint32
+	Audit       uint32
+	Rules       uint64
+	GrantKernel uint64
+	GrantUmo    uint64
+	AuditOnly   uint64
+	NoExe       uint64
+	NoCgroup    uint64
+	NoUid       uint64
+	NoGid       uint64
+	NoCaps      uint64
+	CapRules    [64]uint64
 }
 
 type gateUffdEvent struct {
@@ -35,8 +70,12 @@ type gateUffdEvent struct {
 	Uid          uint32
 	Euid         uint32
 	Gid          uint32
+	Egid         uint32
 	Flags        uint32
 	UsernsLevel  uint32
+	Gen          uint32
+	Pad2         uint32
+	Matched      uint64
 	FlagsKnown   uint8
 	Path         uint8
 	Verdict      uint8
@@ -48,28 +87,32 @@ type gateUffdEvent struct {
 	ExeDepth     uint32
 	ExeTruncated uint32
 	ExeComp      [16][48]int8
-	_            [4]byte
 }
 
 type gateUffdSelftest struct {
 	_          structs.HostLayout
+	Tgid       uint32
 	Seen       uint32
 	Path       uint32
 	Flags      uint32
 	FlagsKnown uint32
 	Verdict    uint32
-	Pad        uint32
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	gateMapActive             = "active"
+	gateMapCgroupRules        = "cgroup_rules"
 	gateMapConfig             = "config"
 	gateMapCounters           = "counters"
 	gateMapEvents             = "events"
+	gateMapExeRules           = "exe_rules"
+	gateMapGidRules           = "gid_rules"
 	gateMapLost               = "lost"
 	gateMapSelftest           = "selftest"
+	gateMapUidRules           = "uid_rules"
 	gateProgUffdgateAnonInode = "uffdgate_anon_inode"
 	gateVarUnusedEvent        = "unused_event"
 )
@@ -123,11 +166,16 @@ type gateProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type gateMapSpecs struct {
-	Config   *ebpf.MapSpec `ebpf:"config"`
-	Counters *ebpf.MapSpec `ebpf:"counters"`
-	Events   *ebpf.MapSpec `ebpf:"events"`
-	Lost     *ebpf.MapSpec `ebpf:"lost"`
-	Selftest *ebpf.MapSpec `ebpf:"selftest"`
+	Active      *ebpf.MapSpec `ebpf:"active"`
+	CgroupRules *ebpf.MapSpec `ebpf:"cgroup_rules"`
+	Config      *ebpf.MapSpec `ebpf:"config"`
+	Counters    *ebpf.MapSpec `ebpf:"counters"`
+	Events      *ebpf.MapSpec `ebpf:"events"`
+	ExeRules    *ebpf.MapSpec `ebpf:"exe_rules"`
+	GidRules    *ebpf.MapSpec `ebpf:"gid_rules"`
+	Lost        *ebpf.MapSpec `ebpf:"lost"`
+	Selftest    *ebpf.MapSpec `ebpf:"selftest"`
+	UidRules    *ebpf.MapSpec `ebpf:"uid_rules"`
 }
 
 // gateVariableSpecs contains global variables before they are loaded into the kernel.
@@ -157,20 +205,30 @@ func (o *gateObjects) Close() error {
 //
 // It can be passed to loadGateObjects or ebpf.CollectionSpec.LoadAndAssign.
 type gateMaps struct {
-	Config   *ebpf.Map `ebpf:"config"`
-	Counters *ebpf.Map `ebpf:"counters"`
-	Events   *ebpf.Map `ebpf:"events"`
-	Lost     *ebpf.Map `ebpf:"lost"`
-	Selftest *ebpf.Map `ebpf:"selftest"`
+	Active      *ebpf.Map `ebpf:"active"`
+	CgroupRules *ebpf.Map `ebpf:"cgroup_rules"`
+	Config      *ebpf.Map `ebpf:"config"`
+	Counters    *ebpf.Map `ebpf:"counters"`
+	Events      *ebpf.Map `ebpf:"events"`
+	ExeRules    *ebpf.Map `ebpf:"exe_rules"`
+	GidRules    *ebpf.Map `ebpf:"gid_rules"`
+	Lost        *ebpf.Map `ebpf:"lost"`
+	Selftest    *ebpf.Map `ebpf:"selftest"`
+	UidRules    *ebpf.Map `ebpf:"uid_rules"`
 }
 
 func (m *gateMaps) Close() error {
 	return _GateClose(
+		m.Active,
+		m.CgroupRules,
 		m.Config,
 		m.Counters,
 		m.Events,
+		m.ExeRules,
+		m.GidRules,
 		m.Lost,
 		m.Selftest,
+		m.UidRules,
 	)
 }
 

@@ -51,13 +51,54 @@ enum uffd_path {
 #define EXE_COMPONENT_LEN 48
 
 #define CONFIG_MAGIC 0x75666667u /* "uffg": the daemon wrote this config */
+#define MAX_CAPS 64
+#define CGROUP_MAX_DEPTH 32
+#define MAX_GROUPS 16
 
+/*
+ * A compiled policy. Rules are bits of a u64: a rule matches when each of its
+ * selectors does (AND), a selector matching when any of its values does (OR).
+ * Two policies live side by side, in the slots of generation gen & 1; `active`
+ * names the one in force, so a reload is one atomic word write and every
+ * decision reads one consistent policy.
+ */
 struct uffd_config {
 	u32 magic;
+	u32 gen;
 	u32 mode;
 	u32 audit;
-	u32 self_tgid; /* the daemon's self-test requests are recorded */
-	u64 allow_caps;
+	u64 rules;        /* bit per defined rule */
+	u64 grant_kernel; /* rules granting kernel-fault contexts */
+	u64 grant_umo;    /* rules granting user-mode-only contexts (matters in mode deny) */
+	u64 audit_only;   /* rules on trial: reported, never granting */
+	u64 no_exe;       /* rules without that selector match any value of it */
+	u64 no_cgroup;
+	u64 no_uid;
+	u64 no_gid;
+	u64 no_caps;
+	u64 cap_rules[MAX_CAPS]; /* capability -> rules naming it */
+};
+
+struct exe_key {
+	u32 gen;
+	u32 dev; /* kernel dev_t of the executable's filesystem */
+	u64 ino;
+};
+
+struct id_key {
+	u32 gen;
+	u32 id; /* uid or gid */
+};
+
+struct cgroup_key {
+	u64 id; /* cgroup v2 id (its directory's inode number) */
+	u32 gen;
+	u32 pad;
+};
+
+struct cgroup_val {
+	u64 exact;   /* rules naming this cgroup */
+	u64 subtree; /* rules naming this cgroup with its subtree */
 };
 
 struct uffd_event {
@@ -72,8 +113,12 @@ struct uffd_event {
 	u32 uid;
 	u32 euid;
 	u32 gid;
+	u32 egid;
 	u32 flags;
 	u32 userns_level;
+	u32 gen;      /* policy generation the decision used */
+	u32 pad2;
+	u64 matched;  /* rules that matched (enforced and audit-only) */
 	u8 flags_known;
 	u8 path;
 	u8 verdict;
@@ -89,20 +134,55 @@ struct uffd_event {
 };
 
 struct uffd_selftest {
+	u32 tgid; /* written by the daemon: whose requests to record */
 	u32 seen;
 	u32 path;
 	u32 flags;
 	u32 flags_known;
 	u32 verdict;
-	u32 pad;
 };
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, u32);
+	__type(value, struct uffd_config);
+} config SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, u32);
-	__type(value, struct uffd_config);
-} config SEC(".maps");
+	__type(value, u32);
+} active SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct exe_key);
+	__type(value, u64);
+} exe_rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct id_key);
+	__type(value, u64);
+} uid_rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct id_key);
+	__type(value, u64);
+} gid_rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct cgroup_key);
+	__type(value, struct cgroup_val);
+} cgroup_rules SEC(".maps");
 
 /* Exact per-CPU counters, indexed verdict * P_NUM + path. */
 struct {
@@ -282,7 +362,7 @@ static __always_inline void count(u32 verdict, u32 path)
 
 static __always_inline void emit(struct task_struct *task, const struct cred *cred, u64 caps,
 				 const struct request *req, const struct uffd_config *cfg, u32 verdict,
-				 bool allowlisted)
+				 bool allowlisted, u64 matched)
 {
 	struct uffd_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	struct file *exe;
@@ -304,6 +384,9 @@ static __always_inline void emit(struct task_struct *task, const struct cred *cr
 	e->uid = BPF_CORE_READ(cred, uid.val);
 	e->euid = BPF_CORE_READ(cred, euid.val);
 	e->gid = BPF_CORE_READ(cred, gid.val);
+	e->egid = BPF_CORE_READ(cred, egid.val);
+	e->gen = cfg->gen;
+	e->matched = matched;
 	e->userns_level = BPF_CORE_READ(cred, user_ns, level);
 	e->flags = req->flags;
 	e->flags_known = req->flags_known;
@@ -320,6 +403,79 @@ static __always_inline void emit(struct task_struct *task, const struct cred *cr
 	bpf_ringbuf_submit(e, 0);
 }
 
+static __always_inline u64 lookup_id(void *map, u32 gen, u32 id)
+{
+	struct id_key k = { .gen = gen, .id = id };
+	u64 *v = bpf_map_lookup_elem(map, &k);
+
+	return v ? *v : 0;
+}
+
+/* Rules whose exe selector names the task's executable, by file identity. */
+static __always_inline u64 match_exe(struct task_struct *task, u32 gen)
+{
+	struct file *exe = BPF_CORE_READ(task, mm, exe_file);
+	struct exe_key k = { .gen = gen };
+	u64 *v;
+
+	if (!exe)
+		return 0;
+	k.dev = BPF_CORE_READ(exe, f_inode, i_sb, s_dev);
+	k.ino = BPF_CORE_READ(exe, f_inode, i_ino);
+	v = bpf_map_lookup_elem(&exe_rules, &k);
+	return v ? *v : 0;
+}
+
+/* Rules naming the task's cgroup v2, or one of its ancestors with its subtree. */
+static __always_inline u64 match_cgroup(struct task_struct *task, u32 gen)
+{
+	struct cgroup *cg = BPF_CORE_READ(task, cgroups, dfl_cgrp);
+	struct cgroup_key k = { .gen = gen };
+	struct cgroup_val *v;
+	u64 m = 0;
+
+	for (int i = 0; i < CGROUP_MAX_DEPTH && cg; i++) {
+		k.id = BPF_CORE_READ(cg, kn, id);
+		v = bpf_map_lookup_elem(&cgroup_rules, &k);
+		if (v)
+			m |= (i == 0 ? v->exact : 0) | v->subtree;
+		cg = BPF_CORE_READ(cg, self.parent, cgroup);
+	}
+	return m;
+}
+
+/* Rules naming the task's effective gid or one of its first MAX_GROUPS groups. */
+static __always_inline u64 match_gid(const struct cred *cred, u32 gen)
+{
+	struct group_info *gi = BPF_CORE_READ(cred, group_info);
+	u64 off = bpf_core_field_offset(struct group_info, gid);
+	u64 m = lookup_id(&gid_rules, gen, BPF_CORE_READ(cred, egid.val));
+	int n = BPF_CORE_READ(gi, ngroups);
+
+	for (int i = 0; i < MAX_GROUPS; i++) {
+		u32 g = 0;
+
+		if (i >= n)
+			break;
+		bpf_probe_read_kernel(&g, sizeof(g), (void *)gi + off + i * sizeof(u32));
+		m |= lookup_id(&gid_rules, gen, g);
+	}
+	return m;
+}
+
+/* Rules naming a capability the task holds in the initial user namespace. */
+static __always_inline u64 match_caps(const struct uffd_config *cfg, u64 caps, bool init_ns)
+{
+	u64 m = 0;
+
+	if (!init_ns)
+		return 0;
+	for (int c = 0; c < MAX_CAPS; c++)
+		if (caps & (1ULL << c))
+			m |= cfg->cap_rules[c];
+	return m;
+}
+
 SEC("lsm/inode_init_security_anon")
 int BPF_PROG(uffdgate_anon_inode, struct inode *inode, const struct qstr *name,
 	     const struct inode *context_inode, int ret)
@@ -328,68 +484,85 @@ int BPF_PROG(uffdgate_anon_inode, struct inode *inode, const struct qstr *name,
 	const struct cred *cred;
 	struct uffd_config *cfg;
 	struct request req;
-	u32 zero = 0, verdict = V_ALLOW;
-	bool allowlisted = false, kernel_fault, deny = false;
-	u64 caps;
+	u32 zero = 0, verdict = V_ALLOW, gen, slot, *genp;
+	bool allowlisted, kernel_fault, deny = false, init_ns;
+	u64 caps, matched = 0, enforced;
+	u64 context_inode_raw = 0;
 
 	if (ret)
 		return ret; /* an earlier program already refused */
 	if (!is_userfaultfd(name))
 		return 0;
 
-	task = bpf_get_current_task_btf();
-	cfg = bpf_map_lookup_elem(&config, &zero);
-	if (!cfg)
-		return -EPERM;
-
 	/*
 	 * The verifier types context_inode as a non-NULL kernel pointer and deletes a
 	 * plain NULL test, which would take every creation for a fork event. Read the
-	 * raw argument as a number instead.
+	 * raw argument as a number instead; a failed read leaves 0: decided as a new
+	 * context, never waved through.
 	 */
-	u64 context_inode_raw = 0;
-
-	/* A failed read leaves 0: decided as a new context, never waved through. */
 	bpf_probe_read_kernel(&context_inode_raw, sizeof(context_inode_raw), (void *)ctx + 2 * sizeof(u64));
 	if (context_inode_raw) {
 		/* A fork event duplicating a context that passed the gate when it was made. */
-		req.path = P_FORK_EVENT;
-		req.flags = 0;
-		req.flags_known = false;
 		count(V_ALLOW, P_FORK_EVENT);
 		return 0;
 	}
-	decode_request(task, &req);
 
+	genp = bpf_map_lookup_elem(&active, &zero);
+	gen = genp ? *genp : 0;
+	slot = gen & 1;
+	cfg = bpf_map_lookup_elem(&config, &slot);
+	if (!cfg)
+		return -EPERM;
+
+	task = bpf_get_current_task_btf();
+	decode_request(task, &req);
 	cred = BPF_CORE_READ(task, cred);
 	caps = read_cap_effective(cred);
 	/* Only the initial user namespace has level 0: capabilities held in any other
-	 * do not make capable() true, and do not allowlist. */
-	if (BPF_CORE_READ(cred, user_ns, level) == 0)
-		allowlisted = (caps & cfg->allow_caps) != 0;
-
+	 * do not make capable() true, and do not count. */
+	init_ns = BPF_CORE_READ(cred, user_ns, level) == 0;
 	kernel_fault = !req.flags_known || !(req.flags & UFFD_USER_MODE_ONLY);
-	if (cfg->magic != CONFIG_MAGIC) {
-		deny = kernel_fault && !allowlisted; /* unconfigured: user-mode-only */
-	} else if (!allowlisted) {
-		if (cfg->mode == MODE_ALLOW)
-			deny = false;
-		else if (cfg->mode == MODE_USER_MODE_ONLY)
-			deny = kernel_fault;
-		else
-			deny = true;
+
+	if (cfg->magic == CONFIG_MAGIC && cfg->gen == gen) {
+		matched = cfg->rules;
+		if (matched)
+			matched &= cfg->no_exe | match_exe(task, gen);
+		if (matched)
+			matched &= cfg->no_uid | lookup_id(&uid_rules, gen, BPF_CORE_READ(cred, euid.val));
+		if (matched)
+			matched &= cfg->no_gid | match_gid(cred, gen);
+		if (matched)
+			matched &= cfg->no_caps | match_caps(cfg, caps, init_ns);
+		if (matched)
+			matched &= cfg->no_cgroup | match_cgroup(task, gen);
+		enforced = matched & ~cfg->audit_only;
+		allowlisted = (enforced & cfg->grant_kernel) != 0;
+		if (!allowlisted) {
+			if (cfg->mode == MODE_ALLOW)
+				deny = false;
+			else if (cfg->mode == MODE_USER_MODE_ONLY)
+				deny = kernel_fault;
+			else /* MODE_DENY, and anything unknown */
+				deny = kernel_fault || !(enforced & (cfg->grant_umo | cfg->grant_kernel));
+		}
+		if (deny)
+			verdict = cfg->audit ? V_WOULD_DENY : V_DENY;
+	} else {
+		/* No consistent policy (never configured, or caught mid-write): behave as
+		 * user-mode-only with an empty allowlist. */
+		allowlisted = false;
+		if (kernel_fault)
+			verdict = V_DENY;
 	}
-	if (deny)
-		verdict = cfg->audit && cfg->magic == CONFIG_MAGIC ? V_WOULD_DENY : V_DENY;
 
 	count(verdict, req.path);
-	if (verdict != V_ALLOW || (kernel_fault && !allowlisted))
-		emit(task, cred, caps, &req, cfg, verdict, allowlisted);
+	if (verdict != V_ALLOW || kernel_fault)
+		emit(task, cred, caps, &req, cfg, verdict, allowlisted, matched);
 
-	if (cfg->self_tgid && cfg->self_tgid == BPF_CORE_READ(task, tgid)) {
+	{
 		struct uffd_selftest *st = bpf_map_lookup_elem(&selftest, &zero);
 
-		if (st) {
+		if (st && st->tgid && st->tgid == BPF_CORE_READ(task, tgid)) {
 			st->path = req.path;
 			st->flags = req.flags;
 			st->flags_known = req.flags_known;

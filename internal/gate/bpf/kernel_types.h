@@ -31,6 +31,7 @@ typedef _Bool bool;
 enum { false = 0, true = 1 };
 
 enum bpf_map_type {
+	BPF_MAP_TYPE_HASH = 1,
 	BPF_MAP_TYPE_ARRAY = 2,
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
 	BPF_MAP_TYPE_RINGBUF = 27,
@@ -65,12 +66,39 @@ struct user_namespace {
 	int level;
 };
 
+struct group_info {
+	int ngroups;
+	kgid_t gid[];
+};
+
 struct cred {
 	kuid_t uid;
 	kgid_t gid;
 	kuid_t euid;
+	kgid_t egid;
 	kernel_cap_t cap_effective;
 	struct user_namespace *user_ns;
+	struct group_info *group_info;
+};
+
+struct kernfs_node {
+	u64 id;
+};
+
+struct cgroup;
+
+struct cgroup_subsys_state {
+	struct cgroup *cgroup;
+	struct cgroup_subsys_state *parent;
+};
+
+struct cgroup {
+	struct cgroup_subsys_state self;
+	struct kernfs_node *kn;
+};
+
+struct css_set {
+	struct cgroup *dfl_cgrp;
 };
 
 struct qstr {
@@ -123,6 +151,7 @@ struct task_struct {
 	struct task_struct *real_parent;
 	struct mm_struct *mm;
 	const struct cred *cred;
+	struct css_set *cgroups;
 	char comm[16];
 };
 
