@@ -16,7 +16,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -39,6 +38,8 @@ type Report struct {
 	UID      int       `json:"uid"`
 	CapEff   string    `json:"cap_eff"`
 	Attempts []Attempt `json:"attempts,omitempty"`
+	// Counts: for -repeat, request -> errno -> how many times.
+	Counts map[string]map[int]int `json:"counts,omitempty"`
 	// End-to-end results.
 	UserFaultServed   bool   `json:"user_fault_served,omitempty"`
 	KernelAccessErrno int    `json:"kernel_access_errno"`
@@ -55,6 +56,11 @@ func main() {
 	e2e := flag.String("e2e", "", "run an end-to-end scenario instead: user-mode-only or kernel-fault")
 	path := flag.String("path", "syscall", "creation path for -e2e")
 	userns := flag.Bool("userns", false, "after switching credentials, act as root of a new user namespace")
+	gid := flag.Int("gid", -1, "switch to this gid (default: the uid)")
+	cgroup := flag.String("cgroup", "", "join this cgroup v2 (a path under /sys/fs/cgroup) before acting")
+	repeat := flag.Int("repeat", 1, "make the -try requests this many times and report counts per errno")
+	then := flag.String("then", "", "after reporting: `exec` or `spawn` the command in -next")
+	next := flag.String("next", "", "program and arguments, space-separated, for -then")
 	flag.Parse()
 
 	runtime.LockOSThread()
@@ -64,7 +70,16 @@ func main() {
 	if err != nil {
 		fail(rep, err)
 	}
-	if err := become(*uid, *caps); err != nil {
+	if *cgroup != "" {
+		procs := "/sys/fs/cgroup" + *cgroup + "/cgroup.procs"
+		if err := os.WriteFile(procs, []byte(strconv.Itoa(os.Getpid())), 0); err != nil {
+			fail(rep, fmt.Errorf("joining cgroup %s: %w", *cgroup, err))
+		}
+	}
+	if *gid < 0 {
+		*gid = *uid
+	}
+	if err := become(*uid, *gid, *caps); err != nil {
 		fail(rep, err)
 	}
 	if *userns {
@@ -76,6 +91,20 @@ func main() {
 	case *e2e != "":
 		if err := scenario(&rep, *e2e, *path); err != nil {
 			fail(rep, err)
+		}
+	case *tries != "" && *repeat > 1:
+		rep.Counts = map[string]map[int]int{}
+		for range *repeat {
+			for _, t := range strings.Split(*tries, ",") {
+				a, err := attempt(t, *devfd)
+				if err != nil {
+					fail(rep, err)
+				}
+				if rep.Counts[t] == nil {
+					rep.Counts[t] = map[int]int{}
+				}
+				rep.Counts[t][a.Errno]++
+			}
 		}
 	case *tries != "":
 		for _, t := range strings.Split(*tries, ",") {
@@ -89,6 +118,31 @@ func main() {
 		fail(rep, errors.New("nothing to do: give -try or -e2e"))
 	}
 	json.NewEncoder(os.Stdout).Encode(rep)
+	if *then != "" {
+		os.Exit(chain(*then, strings.Fields(*next)))
+	}
+}
+
+// chain runs the next program the way the process-tree tests need: exec
+// replaces this process (same pid, new executable); spawn starts a child.
+func chain(how string, argv []string) int {
+	if len(argv) == 0 {
+		fail(Report{PID: os.Getpid()}, errors.New("-then needs -next"))
+	}
+	switch how {
+	case "exec":
+		err := syscall.Exec(argv[0], argv, os.Environ())
+		fail(Report{PID: os.Getpid()}, fmt.Errorf("exec %s: %w", argv[0], err))
+	case "spawn":
+		cmd := exec.Command(argv[0], argv[1:]...)
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		if err := cmd.Run(); err != nil {
+			return 1
+		}
+		return 0
+	}
+	fail(Report{PID: os.Getpid()}, fmt.Errorf("unknown -then %q: exec or spawn", how))
+	return 1
 }
 
 func fail(rep Report, err error) {
@@ -98,7 +152,7 @@ func fail(rep Report, err error) {
 }
 
 // become switches every thread to uid and the capability set named by caps.
-func become(uid int, caps string) error {
+func become(uid, gid int, caps string) error {
 	var keep uint64
 	all := uint64(1)<<(capability.Last+1) - 1
 	switch caps {
@@ -112,15 +166,20 @@ func become(uid int, caps string) error {
 	default:
 		return fmt.Errorf("unknown -caps %q", caps)
 	}
-	if uid != 0 {
-		if _, _, e := syscall.AllThreadsSyscall(syscall.SYS_PRCTL, unix.PR_SET_KEEPCAPS, 1, 0); e != 0 {
-			return fmt.Errorf("PR_SET_KEEPCAPS: %w", e)
-		}
+	// Already there (e.g. after exec of a file-capability binary): switching
+	// would need capabilities the process may not have.
+	already := os.Getuid() == uid && os.Geteuid() == uid && os.Getgid() == gid && os.Getegid() == gid
+	if gid != 0 && !already {
 		if err := syscall.Setgroups(nil); err != nil {
 			return fmt.Errorf("setgroups: %w", err)
 		}
-		if err := syscall.Setresgid(uid, uid, uid); err != nil {
+		if err := syscall.Setresgid(gid, gid, gid); err != nil {
 			return fmt.Errorf("setresgid: %w", err)
+		}
+	}
+	if uid != 0 && !already {
+		if _, _, e := syscall.AllThreadsSyscall(syscall.SYS_PRCTL, unix.PR_SET_KEEPCAPS, 1, 0); e != 0 {
+			return fmt.Errorf("PR_SET_KEEPCAPS: %w", e)
 		}
 		if err := syscall.Setresuid(uid, uid, uid); err != nil {
 			return fmt.Errorf("setresuid: %w", err)
@@ -157,7 +216,7 @@ func inUserNS(self string, uid int) int {
 	for i := 1; i < len(os.Args); i++ {
 		switch a := os.Args[i]; a {
 		case "-userns":
-		case "-uid", "-caps":
+		case "-uid", "-caps", "-gid", "-cgroup":
 			i++
 		default:
 			args = append(args, a)
@@ -239,12 +298,9 @@ func attempt(spec string, devfd int) (Attempt, error) {
 	return a, nil
 }
 
-const page = 4096
-
-// scenario exercises a context end to end: a user-mode fault served with
-// UFFDIO_COPY, then a kernel-mode access (write(2) from the registered range).
-// Faults are served from a handler goroutine on its own thread, as kernel-facts.md
-// requires: the main thread never waits on its own fault.
+// scenario exercises a context end to end (uffd.Exercise): a user-mode fault
+// served with UFFDIO_COPY, then a kernel-mode access (write(2) from the
+// registered range).
 func scenario(rep *Report, kind, pathName string) error {
 	p, err := parsePath(pathName)
 	if err != nil {
@@ -260,76 +316,10 @@ func scenario(rep *Report, kind, pathName string) error {
 	if err != nil {
 		return fmt.Errorf("creating the context: %w", err)
 	}
-	if err := uffd.Handshake(fd); err != nil {
-		return fmt.Errorf("UFFDIO_API: %w", err)
-	}
-	mem, err := unix.Mmap(-1, 0, 2*page, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
-	if err != nil {
-		return err
-	}
-	base := uintptr(unsafe.Pointer(&mem[0]))
-	if err := uffd.Register(fd, base, 2*page); err != nil {
-		return fmt.Errorf("UFFDIO_REGISTER: %w", err)
-	}
-	src := make([]byte, page)
-	for i := range src {
-		src[i] = byte(i%251) + 1
-	}
-	served := make(chan uint64, 4)
-	go func() {
-		runtime.LockOSThread()
-		for {
-			m, err := uffd.ReadMsg(fd)
-			if err != nil {
-				return
-			}
-			if m.Event != uffd.EventPagefault {
-				continue
-			}
-			at := uintptr(m.Address) &^ (page - 1)
-			if err := uffd.Copy(fd, at, uintptr(unsafe.Pointer(&src[0])), page); err == nil {
-				served <- uint64(at)
-			}
-		}
-	}()
-
-	if kind == "user-mode-only" {
-		// User-mode fault on page 0.
-		if mem[7] != src[7] {
-			return fmt.Errorf("user-mode fault served wrong data: %d", mem[7])
-		}
-		// The handler reports after UFFDIO_COPY, which may wake this thread first.
-		select {
-		case <-served:
-			rep.UserFaultServed = true
-		case <-time.After(5 * time.Second):
-		}
-	}
-
-	// Kernel-mode access to page 1: write(2) copies from it with copy_from_user.
-	var pfd [2]int
-	if err := unix.Pipe2(pfd[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
-		return err
-	}
-	done := make(chan struct{})
-	go func() {
-		n, werr := unix.Write(pfd[1], mem[page:2*page])
-		rep.KernelAccessBytes = n
-		var e unix.Errno
-		if errors.As(werr, &e) {
-			rep.KernelAccessErrno = int(e)
-		}
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(20 * time.Second):
-		return errors.New("the kernel-mode access did not finish in 20 s")
-	}
-	if kind == "kernel-fault" {
-		got := make([]byte, page)
-		n, _ := unix.Read(pfd[0], got)
-		rep.KernelFaultServed = n == page && string(got) == string(src)
-	}
-	return nil
+	res, err := uffd.Exercise(fd, kind == "user-mode-only")
+	rep.UserFaultServed = res.UserFaultServed
+	rep.KernelAccessErrno = int(res.KernelAccessErrno)
+	rep.KernelAccessBytes = res.KernelAccessBytes
+	rep.KernelFaultServed = res.KernelFaultServed
+	return err
 }

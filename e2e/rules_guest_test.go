@@ -1,0 +1,369 @@
+//go:build vme2e
+
+package e2e
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Requests used by the rule tests. The device node is widened (TestMain), so the
+// kernel's own checks let everyone through and the gate alone decides.
+const (
+	kfReq  = "ioctl:0x80000" // kernel-fault context
+	umoReq = "ioctl:0x80001" // user-mode-only context
+	ok     = 0
+	eperm  = int(unix.EPERM)
+)
+
+// install copies the test subject to path (a new file: its own identity).
+func install(t *testing.T, path string, mode os.FileMode) string {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	src, err := os.Open(tryBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	tmp := path + ".tmp"
+	dst, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(dst, src); err != nil {
+		t.Fatal(err)
+	}
+	dst.Close()
+	// syscall.Chmod: os.Chmod would drop a raw 04000 bit (os.FileMode spells it ModeSetuid).
+	if err := syscall.Chmod(tmp, uint32(mode)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func mkCgroup(t *testing.T, path string) {
+	t.Helper()
+	if err := os.MkdirAll("/sys/fs/cgroup"+path, 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// step runs one subject invocation; want lists the errno of the first request of
+// each report it prints (one per process in an exec/spawn chain).
+type step struct {
+	name string
+	argv []string
+	want []int
+}
+
+func runSteps(t *testing.T, d *daemon, steps []step) {
+	t.Helper()
+	for _, s := range steps {
+		reps := runAll(t, s.argv)
+		var got []int
+		for _, r := range reps {
+			if len(r.Attempts) == 0 {
+				t.Fatalf("%s: report without attempts: %+v", s.name, r)
+			}
+			got = append(got, r.Attempts[0].Errno)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(s.want) {
+			t.Errorf("%s: got %v, want %v (%v)", s.name, names(got), names(s.want), s.argv)
+		}
+	}
+}
+
+func names(es []int) []string {
+	var out []string
+	for _, e := range es {
+		out = append(out, errnoName(e))
+	}
+	return out
+}
+
+// runAll runs a subject and decodes every report it (and what it execs or
+// spawns) prints.
+func runAll(t *testing.T, argv []string) []report {
+	t.Helper()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	timer := time.AfterFunc(60*time.Second, func() { cmd.Process.Kill() })
+	defer timer.Stop()
+	out, err := cmd.Output()
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	var reps []report
+	for {
+		var r report
+		if derr := dec.Decode(&r); derr == io.EOF {
+			break
+		} else if derr != nil {
+			t.Fatalf("%v: %v: %s %s", argv, derr, out, stderr.String())
+		}
+		if r.Error != "" {
+			t.Fatalf("%v: %s (%s)", argv, r.Error, stderr.String())
+		}
+		reps = append(reps, r)
+	}
+	if err != nil {
+		t.Fatalf("%v: %v: %s %s", argv, err, out, stderr.String())
+	}
+	return reps
+}
+
+func as(uid int, extra ...string) []string {
+	return append([]string{"-uid", fmt.Sprint(uid), "-caps", "none"}, extra...)
+}
+
+func subj(bin string, args ...string) []string { return append([]string{bin}, args...) }
+
+// TestRuleSelectors: each selector alone, and combined with AND; decided for the
+// calling process at the call.
+func TestRuleSelectors(t *testing.T) {
+	vmm := install(t, "/tmp/opt/vmm/qemu", 0o755)
+	if err := os.Symlink(vmm, "/tmp/opt/qemu-link"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(vmm, "/tmp/opt/vmm/qemu-hardlink"); err != nil {
+		t.Fatal(err)
+	}
+	cp := install(t, "/tmp/opt/copy/qemu", 0o755)
+	for _, c := range []string{"/vms/vm1/sub", "/other"} {
+		mkCgroup(t, c)
+	}
+	cases := []struct {
+		name, policy string
+		steps        []step
+	}{
+		{"executable", "rules:\n  - name: vmm\n    executables: [/tmp/opt/vmm/qemu]\nallowlist: {capabilities: []}\n", []step{
+			{"the allowed file", subj(vmm, as(1000, "-try", kfReq)...), []int{ok}},
+			{"through a symlink", subj("/tmp/opt/qemu-link", as(1000, "-try", kfReq)...), []int{ok}},
+			{"through a hard link", subj("/tmp/opt/vmm/qemu-hardlink", as(1000, "-try", kfReq)...), []int{ok}},
+			{"a copy elsewhere", subj(cp, as(1000, "-try", kfReq)...), []int{eperm}},
+			{"another binary", subj(tryBin, as(1000, "-try", kfReq)...), []int{eperm}},
+			{"root running another binary", subj(tryBin, "-caps", "all", "-try", kfReq), []int{eperm}},
+		}},
+		{"cgroup", "rules:\n  - name: vm1\n    cgroups: [/vms/vm1]\nallowlist: {capabilities: []}\n", []step{
+			{"in the cgroup", subj(tryBin, as(1000, "-cgroup", "/vms/vm1", "-try", kfReq)...), []int{ok}},
+			{"below it", subj(tryBin, as(1000, "-cgroup", "/vms/vm1/sub", "-try", kfReq)...), []int{eperm}},
+			{"above it", subj(tryBin, as(1000, "-cgroup", "/vms", "-try", kfReq)...), []int{eperm}},
+			{"elsewhere", subj(tryBin, as(1000, "-cgroup", "/other", "-try", kfReq)...), []int{eperm}},
+		}},
+		{"cgroup subtree", "rules:\n  - name: vms\n    cgroups: [/vms/**]\nallowlist: {capabilities: []}\n", []step{
+			{"the cgroup itself", subj(tryBin, as(1000, "-cgroup", "/vms", "-try", kfReq)...), []int{ok}},
+			{"two levels below", subj(tryBin, as(1000, "-cgroup", "/vms/vm1/sub", "-try", kfReq)...), []int{ok}},
+			{"elsewhere", subj(tryBin, as(1000, "-cgroup", "/other", "-try", kfReq)...), []int{eperm}},
+			{"the root cgroup", subj(tryBin, as(1000, "-cgroup", "/", "-try", kfReq)...), []int{eperm}},
+		}},
+		{"uid", "rules:\n  - name: tester\n    uids: [tester]\nallowlist: {capabilities: []}\n", []step{
+			{"uid 1000 (tester)", subj(tryBin, as(1000, "-try", kfReq)...), []int{ok}},
+			{"uid 1001", subj(tryBin, as(1001, "-try", kfReq)...), []int{eperm}},
+			{"root", subj(tryBin, "-caps", "all", "-try", kfReq), []int{eperm}},
+		}},
+		{"gid", "rules:\n  - name: kvm-group\n    gids: [2000]\nallowlist: {capabilities: []}\n", []step{
+			{"gid 2000", subj(tryBin, as(1001, "-gid", "2000", "-try", kfReq)...), []int{ok}},
+			{"gid 1001", subj(tryBin, as(1001, "-try", kfReq)...), []int{eperm}},
+		}},
+		{"capability", "rules:\n  - name: admins\n    capabilities: [CAP_SYS_ADMIN]\nallowlist: {capabilities: []}\n", []step{
+			{"root without CAP_SYS_PTRACE, with CAP_SYS_ADMIN", subj(tryBin, "-caps", "all-but-ptrace", "-try", kfReq), []int{ok}},
+			{"uid 1000 with CAP_SYS_PTRACE only", subj(tryBin, "-uid", "1000", "-caps", "ptrace", "-try", kfReq), []int{eperm}},
+			{"root of a user namespace", subj(tryBin, "-userns", "-uid", "1000", "-caps", "none", "-try", kfReq), []int{eperm}},
+		}},
+		{"AND of selectors", "rules:\n  - name: vmm-as-tester-in-vms\n    executables: [/tmp/opt/vmm/qemu]\n    uids: [1000]\n    cgroups: [/vms/**]\nallowlist: {capabilities: []}\n", []step{
+			{"all three match", subj(vmm, as(1000, "-cgroup", "/vms/vm1", "-try", kfReq)...), []int{ok}},
+			{"wrong uid", subj(vmm, as(1001, "-cgroup", "/vms/vm1", "-try", kfReq)...), []int{eperm}},
+			{"wrong cgroup", subj(vmm, as(1000, "-cgroup", "/other", "-try", kfReq)...), []int{eperm}},
+			{"wrong executable", subj(tryBin, as(1000, "-cgroup", "/vms/vm1", "-try", kfReq)...), []int{eperm}},
+		}},
+		{"mode deny with a user-mode-only grant", "mode: deny\nrules:\n  - name: gc\n    uids: [1000]\n    grant: user-mode-only\n", []step{
+			{"granted process, user-mode-only", subj(tryBin, as(1000, "-try", umoReq)...), []int{ok}},
+			{"granted process, kernel-fault", subj(tryBin, as(1000, "-try", kfReq)...), []int{eperm}},
+			{"other process, user-mode-only", subj(tryBin, as(1001, "-try", umoReq)...), []int{eperm}},
+		}},
+		{"audit-only rule", "rules:\n  - name: trial\n    uids: [1000]\n    audit_only: true\nallowlist: {capabilities: []}\n", []step{
+			{"matching process is still refused", subj(tryBin, as(1000, "-try", kfReq)...), []int{eperm}},
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			d := startDaemon(t, c.policy)
+			runSteps(t, d, c.steps)
+			if c.name == "audit-only rule" {
+				if _, found := d.waitFor(func(m map[string]any) bool {
+					r, _ := m["reason"].(string)
+					return m["decision"] == "deny" && m["rules"] == "trial" && strings.Contains(r, "audit-only rule trial would allow it")
+				}, 10*time.Second); !found {
+					t.Errorf("no denial naming the audit-only rule:\n%s", d.log())
+				}
+			}
+			if c.name == "executable" {
+				if _, found := d.waitFor(func(m map[string]any) bool {
+					return m["decision"] == "allow" && m["rules"] == "vmm" && m["exe"] == vmm
+				}, 10*time.Second); !found {
+					t.Errorf("no event naming rule vmm for the allowed kernel-fault context:\n%s", d.log())
+				}
+			}
+			d.stop(t)
+		})
+	}
+	fmt.Printf("RULES selector cases: %d policies\n", len(cases))
+}
+
+// setFileCaps gives path the file capability CAP_SYS_PTRACE, permitted and
+// effective (struct vfs_cap_data, revision 2).
+func setFileCaps(t *testing.T, path string) {
+	t.Helper()
+	b := make([]byte, 20)
+	binary.LittleEndian.PutUint32(b[0:], 0x02000000|0x1) // VFS_CAP_REVISION_2 | VFS_CAP_FLAGS_EFFECTIVE
+	binary.LittleEndian.PutUint32(b[4:], 1<<19)          // permitted: CAP_SYS_PTRACE
+	if err := unix.Setxattr(path, "security.capability", b, 0); err != nil {
+		t.Fatalf("setting file capabilities on %s: %v", path, err)
+	}
+}
+
+// TestProcessTree: the allowlist does not follow the process tree, either way.
+func TestProcessTree(t *testing.T) {
+	vmm := install(t, "/tmp/tree/vmm", 0o755)
+	suid := install(t, "/tmp/tree/suid", 0o4755)
+	fcap := install(t, "/tmp/tree/fcap", 0o755)
+	setFileCaps(t, fcap)
+	next := func(bin string, args ...string) string { return strings.Join(append([]string{bin}, args...), " ") }
+	t.Run("executable rule", func(t *testing.T) {
+		d := startDaemon(t, "rules:\n  - name: vmm\n    executables: [/tmp/tree/vmm]\nallowlist: {capabilities: []}\n")
+		runSteps(t, d, []step{
+			{"allowed child of a denied parent", subj(tryBin, as(1000, "-try", kfReq, "-then", "spawn", "-next", next(vmm, "-uid", "1000", "-caps", "none", "-try", kfReq))...), []int{eperm, ok}},
+			{"denied child of an allowed parent", subj(vmm, as(1000, "-try", kfReq, "-then", "spawn", "-next", next(tryBin, "-uid", "1000", "-caps", "none", "-try", kfReq))...), []int{ok, eperm}},
+			{"allowed process execs another binary", subj(vmm, as(1000, "-try", kfReq, "-then", "exec", "-next", next(tryBin, "-uid", "1000", "-caps", "none", "-try", kfReq))...), []int{ok, eperm}},
+			{"denied process execs the allowed binary", subj(tryBin, as(1000, "-try", kfReq, "-then", "exec", "-next", next(vmm, "-uid", "1000", "-caps", "none", "-try", kfReq))...), []int{eperm, ok}},
+		})
+		d.stop(t)
+	})
+	t.Run("setuid binary", func(t *testing.T) {
+		d := startDaemon(t, "rules:\n  - name: root\n    uids: [0]\nallowlist: {capabilities: []}\n")
+		runSteps(t, d, []step{
+			{"uid 1000 execs a setuid-root binary", subj(tryBin, as(1000, "-try", kfReq, "-then", "exec", "-next", next(suid, "-caps", "all", "-try", kfReq))...), []int{eperm, ok}},
+		})
+		d.stop(t)
+	})
+	t.Run("file-capability binary", func(t *testing.T) {
+		d := startDaemon(t, "") // default policy: CAP_SYS_PTRACE allowlists
+		runSteps(t, d, []step{
+			{"uid 1000 execs a binary with file capability cap_sys_ptrace+ep", subj(tryBin, as(1000, "-try", kfReq, "-then", "exec", "-next", next(fcap, "-uid", "1000", "-caps", "all", "-try", kfReq))...), []int{eperm, ok}},
+		})
+		d.stop(t)
+	})
+	fmt.Println("TREE hierarchy cases: 7")
+}
+
+// TestUpgradeRenameOver: a package upgrade renames a new binary over the allowed
+// path; the rule follows without a restart, the replaced file stays allowed for
+// the processes (and links) that still use it, and a copy is never allowed.
+func TestUpgradeRenameOver(t *testing.T) {
+	path := install(t, "/tmp/up/vmm", 0o755)
+	if err := os.MkdirAll("/tmp/keep", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(path, "/tmp/keep/old-vmm"); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, "rules:\n  - name: vmm\n    executables: [/tmp/up/vmm]\nallowlist: {capabilities: []}\n")
+	defer d.stop(t)
+	runSteps(t, d, []step{{"before the upgrade", subj(path, as(1000, "-try", kfReq)...), []int{ok}}})
+	install(t, path, 0o755) // writes a new file and renames it over the path
+	start := time.Now()
+	for {
+		r := runAll(t, subj(path, as(1000, "-try", kfReq)...))
+		if r[0].Attempts[0].Errno == ok {
+			break
+		}
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("the new binary at %s is still refused 10 s after the upgrade", path)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("the upgraded binary was allowed %v after the rename", time.Since(start).Round(time.Millisecond))
+	runSteps(t, d, []step{
+		{"the replaced binary, through a link", subj("/tmp/keep/old-vmm", as(1000, "-try", kfReq)...), []int{ok}},
+		{"a copy of the new binary", subj(install(t, "/tmp/elsewhere/vmm", 0o755), as(1000, "-try", kfReq)...), []int{eperm}},
+	})
+}
+
+// TestReloadUnderLoad: while processes keep creating contexts, the policy is
+// reloaded again and again (SIGHUP and file changes, and once a broken file):
+// the allowed process is never refused and the refused one never allowed, so at
+// no moment was neither policy in force.
+func TestReloadUnderLoad(t *testing.T) {
+	vmm := install(t, "/tmp/load/vmm", 0o755)
+	policyA := "rules:\n  - name: vmm\n    executables: [/tmp/load/vmm]\n  - name: a\n    uids: [4242]\nallowlist: {capabilities: []}\n"
+	policyB := "rules:\n  - name: vmm\n    executables: [/tmp/load/vmm]\n  - name: b\n    uids: [4343]\nallowlist: {capabilities: []}\n"
+	dir := t.TempDir()
+	pfile := filepath.Join(dir, "policy.yaml")
+	if err := os.WriteFile(pfile, []byte(policyA), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemonFile(t, pfile)
+	defer d.stop(t)
+
+	const n = 4000
+	load := func(argv []string) chan []report {
+		ch := make(chan []report, 1)
+		go func() { ch <- runAll(t, argv) }()
+		return ch
+	}
+	allowed := load(subj(vmm, as(1000, "-repeat", fmt.Sprint(n), "-try", kfReq)...))
+	refused := load(subj(tryBin, as(1000, "-repeat", fmt.Sprint(n), "-try", kfReq)...))
+	reloads := 0
+	var ra, rr []report
+	for ra == nil || rr == nil {
+		select {
+		case ra = <-allowed:
+		case rr = <-refused:
+		case <-time.After(150 * time.Millisecond):
+			text := policyA
+			if reloads%2 == 0 {
+				text = policyB
+			}
+			if reloads == 5 {
+				text = "mode: sometimes\n" // broken: must leave the current policy in force
+			}
+			if err := os.WriteFile(pfile+".new", []byte(text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			os.Rename(pfile+".new", pfile)
+			d.cmd.Process.Signal(syscall.SIGHUP)
+			reloads++
+		}
+	}
+	if got := ra[0].Counts[kfReq]; got[ok] != n {
+		t.Errorf("allowed binary during %d reloads: %v, want %d successes", reloads, got, n)
+	}
+	if got := rr[0].Counts[kfReq]; got[eperm] != n {
+		t.Errorf("refused binary during %d reloads: %v, want %d refusals", reloads, got, n)
+	}
+	ok, bad := 0, 0
+	for _, l := range strings.Split(d.log(), "\n") {
+		ok += strings.Count(l, `"event":"reloaded"`)
+		bad += strings.Count(l, `"event":"reload_failed"`)
+	}
+	if ok < 5 || bad < 1 {
+		t.Errorf("daemon logged %d reloads and %d failed ones; want at least 5 and 1", ok, bad)
+	}
+	t.Logf("RELOAD %d reload attempts (%d applied, %d rejected) during 2x%d requests: no gap", reloads, ok, bad, n)
+	fmt.Printf("RELOAD %d reload attempts (%d applied, %d rejected) during 2x%d requests: no gap\n", reloads, ok, bad, n)
+}
