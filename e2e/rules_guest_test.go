@@ -367,3 +367,67 @@ func TestReloadUnderLoad(t *testing.T) {
 	t.Logf("RELOAD %d reload attempts (%d applied, %d rejected) during 2x%d requests: no gap", reloads, ok, bad, n)
 	fmt.Printf("RELOAD %d reload attempts (%d applied, %d rejected) during 2x%d requests: no gap\n", reloads, ok, bad, n)
 }
+
+// TestExamplePolicies: each policy in examples/ does what its comment says.
+func TestExamplePolicies(t *testing.T) {
+	inCg := func(cg string, args ...string) []string { return append([]string{"-cgroup", cg}, args...) }
+	cases := []struct {
+		file  string
+		setup func(t *testing.T)
+		steps []step
+	}{
+		{"qemu-libvirt-postcopy.yaml", func(t *testing.T) {
+			install(t, "/usr/bin/qemu-system-x86_64", 0o755)
+			install(t, "/usr/libexec/qemu-kvm", 0o755)
+			mkCgroup(t, "/machine.slice/machine-qemu-1-vm.scope")
+			mkCgroup(t, "/user.slice")
+		}, []step{
+			{"qemu in its machine's cgroup", subj("/usr/bin/qemu-system-x86_64", as(107, inCg("/machine.slice/machine-qemu-1-vm.scope", "-try", kfReq)...)...), []int{ok}},
+			{"qemu-kvm in its machine's cgroup", subj("/usr/libexec/qemu-kvm", as(107, inCg("/machine.slice/machine-qemu-1-vm.scope", "-try", kfReq)...)...), []int{ok}},
+			{"qemu started by a user outside libvirt", subj("/usr/bin/qemu-system-x86_64", as(1000, inCg("/user.slice", "-try", kfReq)...)...), []int{eperm}},
+			{"another program in the machine's cgroup", subj(tryBin, as(107, inCg("/machine.slice/machine-qemu-1-vm.scope", "-try", kfReq)...)...), []int{eperm}},
+			{"anyone, user-mode-only", subj(tryBin, as(1000, inCg("/user.slice", "-try", umoReq)...)...), []int{ok}},
+			{"root with CAP_SYS_PTRACE", subj(tryBin, "-caps", "all", "-try", kfReq), []int{ok}},
+		}},
+		{"firecracker.yaml", func(t *testing.T) {
+			install(t, "/usr/bin/firecracker", 0o755)
+			install(t, "/usr/local/bin/uffd-page-fault-handler", 0o755)
+			mkCgroup(t, "/firecracker/vm-42")
+		}, []step{
+			{"firecracker in the jailer's cgroup", subj("/usr/bin/firecracker", as(1000, inCg("/firecracker/vm-42", "-try", kfReq)...)...), []int{ok}},
+			{"the page-fault handler in the jailer's cgroup", subj("/usr/local/bin/uffd-page-fault-handler", as(1000, inCg("/firecracker/vm-42", "-try", kfReq)...)...), []int{ok}},
+			{"firecracker outside the jail", subj("/usr/bin/firecracker", as(1000, inCg("/", "-try", kfReq)...)...), []int{eperm}},
+			{"another process that can open /dev/userfaultfd", subj(tryBin, as(1000, inCg("/firecracker/vm-42", "-try", kfReq)...)...), []int{eperm}},
+			{"that process, user-mode-only", subj(tryBin, as(1000, "-try", umoReq)...), []int{ok}},
+		}},
+		{"cloud-hypervisor.yaml", func(t *testing.T) {
+			install(t, "/usr/bin/cloud-hypervisor", 0o755)
+			install(t, "/tmp/stolen/cloud-hypervisor", 0o755)
+		}, []step{
+			{"cloud-hypervisor as its service user", subj("/usr/bin/cloud-hypervisor", as(990, "-try", kfReq)...), []int{ok}},
+			{"cloud-hypervisor as someone else", subj("/usr/bin/cloud-hypervisor", as(1000, "-try", kfReq)...), []int{eperm}},
+			{"a copy of the binary, as the service user", subj("/tmp/stolen/cloud-hypervisor", as(990, "-try", kfReq)...), []int{eperm}},
+		}},
+		{"criu-lazy-pages.yaml", func(t *testing.T) {
+			install(t, "/usr/sbin/criu", 0o755)
+		}, []step{
+			{"criu restoring as root", subj("/usr/sbin/criu", "-caps", "all-but-ptrace", "-try", kfReq), []int{ok}},
+			{"criu run by a user", subj("/usr/sbin/criu", as(1000, "-try", kfReq)...), []int{eperm}},
+			{"another root process with CAP_SYS_PTRACE", subj(tryBin, "-caps", "all", "-try", kfReq), []int{eperm}},
+		}},
+		{"no-kernel-faults.yaml", func(t *testing.T) {}, []step{
+			{"root with CAP_SYS_PTRACE, kernel-fault", subj(tryBin, "-caps", "all", "-try", kfReq), []int{eperm}},
+			{"root with CAP_SYS_PTRACE, syscall path", subj(tryBin, "-caps", "all", "-try", "syscall:0"), []int{eperm}},
+			{"root, user-mode-only", subj(tryBin, "-caps", "all", "-try", umoReq), []int{ok}},
+			{"uid 1000, user-mode-only", subj(tryBin, as(1000, "-try", umoReq)...), []int{ok}},
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.file, func(t *testing.T) {
+			c.setup(t)
+			d := startDaemonFile(t, "/examples/"+c.file)
+			runSteps(t, d, c.steps)
+			d.stop(t)
+		})
+	}
+}

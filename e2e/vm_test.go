@@ -7,6 +7,7 @@ package e2e
 
 import (
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -25,7 +26,14 @@ func TestVM(t *testing.T) {
 		"/uffdtry":  vmtest.BuildStatic(t, module+"/e2e/uffdtry", dir),
 		"/e2e.test": vmtest.BuildTest(t, module+"/e2e", dir, "vme2e"),
 	}
-	matrix := regexp.MustCompile(`(?m)^MATRIX .*$`)
+	examples, err := filepath.Glob("../examples/*.yaml")
+	if err != nil || len(examples) == 0 {
+		t.Fatalf("no example policies found: %v", err)
+	}
+	for _, e := range examples {
+		files["/examples/"+filepath.Base(e)] = e
+	}
+	matrix := regexp.MustCompile(`(?m)^(MATRIX|RULES|TREE|RELOAD) .*$`)
 	for _, k := range kernels {
 		t.Run(k.Series, func(t *testing.T) {
 			t.Parallel()

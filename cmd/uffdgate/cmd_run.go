@@ -25,7 +25,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("uffdgate run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	policyPath := fs.String("policy", "", "policy file (YAML); the embedded default when empty")
-	statePath := fs.String("state", state.DefaultPath, "where to publish the daemon's state for `uffdgate status` (empty: nowhere)")
+	statePath := fs.String("state", state.DefaultPath, "where to publish the daemon's state for uffdgate status (empty: nowhere)")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}

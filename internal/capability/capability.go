@@ -53,8 +53,13 @@ func Parse(s string) (int, error) {
 
 func suggest(u string) string {
 	best, bestD := "", 4
+	// Compared without the shared prefix, which alone would make "CAP_" close to CAP_BPF.
+	bare := strings.TrimPrefix(u, "CAP_")
 	for _, n := range names {
-		if d := distance(u, n); d < bestD {
+		if bare == "" {
+			break
+		}
+		if d := distance(bare, strings.TrimPrefix(n, "CAP_")); d < bestD && d < len(bare) {
 			best, bestD = n, d
 		}
 	}

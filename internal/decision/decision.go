@@ -112,6 +112,15 @@ func (v Verdict) String() string {
 // MaxRules is how many rules a policy may have (one bit each in the kernel).
 const MaxRules = 64
 
+// The kernel side looks at the effective gid and the first MaxGroups
+// supplementary groups (the kernel keeps them sorted), and at MaxCgroupDepth
+// levels of cgroups from the task's own upwards; beyond them a selector does not
+// match (fail closed).
+const (
+	MaxGroups      = 16
+	MaxCgroupDepth = 32
+)
+
 // Grant is what a matching rule lets a process create.
 type Grant uint8
 
@@ -206,14 +215,15 @@ func (r Rule) Matches(s Subject) bool {
 	if r.HasUID && !slices.Contains(r.UIDs, s.EUID) {
 		return false
 	}
-	if r.HasGID && !slices.ContainsFunc(r.GIDs, func(g uint32) bool { return g == s.EGID || slices.Contains(s.Groups, g) }) {
+	groups := s.Groups[:min(len(s.Groups), MaxGroups)]
+	if r.HasGID && !slices.ContainsFunc(r.GIDs, func(g uint32) bool { return g == s.EGID || slices.Contains(groups, g) }) {
 		return false
 	}
 	if r.Caps != 0 && !(s.InitUserNS && s.CapEffective&r.Caps != 0) {
 		return false
 	}
 	if r.HasCgroup && !slices.ContainsFunc(r.Cgroups, func(c CgroupSel) bool {
-		for i, id := range s.Cgroups {
+		for i, id := range s.Cgroups[:min(len(s.Cgroups), MaxCgroupDepth)] {
 			if id == c.ID && (i == 0 || c.Subtree) {
 				return true
 			}
@@ -274,6 +284,13 @@ func Decide(g Gate, s Subject, r Request) Result {
 // DecideMatched decides given the mask of matching rules, as the kernel does once it
 // has matched them; the event enricher uses it with the kernel's mask.
 func DecideMatched(g Gate, matched uint64, r Request) Result {
+	res := decideMatched(g, matched, r)
+	res.Reason, res.Remedy = explain(g, r, res)
+	return res
+}
+
+// decideMatched is DecideMatched without the explanation.
+func decideMatched(g Gate, matched uint64, r Request) Result {
 	res := Result{Matched: matched}
 	var enforced, grantKernel, grantAny uint64
 	for i, rule := range g.Rules {
@@ -307,7 +324,6 @@ func DecideMatched(g Gate, matched uint64, r Request) Result {
 		res.Verdict = Deny
 	}
 	res.Report = res.Verdict != Allow || kf
-	res.Reason, res.Remedy = explain(g, r, res)
 	return res
 }
 
@@ -329,7 +345,21 @@ func explain(g Gate, r Request, res Result) (reason, remedy string) {
 			auditOnly |= 1 << uint(i)
 		}
 	}
-	trial := g.RuleNames(res.Matched & auditOnly)
+	// Trial rules worth naming are those that, enforced, would allow this request.
+	var wouldAllow uint64
+	for i := range g.Rules {
+		bit := uint64(1) << uint(i)
+		if res.Matched&auditOnly&bit == 0 {
+			continue
+		}
+		g2 := g
+		g2.Rules = slices.Clone(g.Rules)
+		g2.Rules[i].AuditOnly = false
+		if decideMatched(g2, res.Matched, r).Verdict == Allow {
+			wouldAllow |= bit
+		}
+	}
+	trial := g.RuleNames(wouldAllow)
 	byRule := g.RuleNames(res.Matched &^ auditOnly)
 	allow := "add a rule for this process (its executable, cgroup or user) to the policy's rules"
 	if len(g.Rules) > 0 && g.Rules[0].Name == "allowlist.capabilities" && len(g.Rules) == 1 {

@@ -141,8 +141,10 @@ func (e *Enricher) cgroup(id uint64) string {
 		var st syscall.Stat_t
 		// On cgroup v2 a cgroup's id is its directory's inode number.
 		if syscall.Stat(path, &st) == nil && st.Ino == id {
-			rel, _ := filepath.Rel(root, path)
-			p = "/" + strings.TrimPrefix(filepath.ToSlash(rel), ".")
+			p = "/"
+			if rel, _ := filepath.Rel(root, path); rel != "." {
+				p = "/" + filepath.ToSlash(rel)
+			}
 			return filepath.SkipAll
 		}
 		return nil

@@ -57,9 +57,14 @@ func explainLoad(err error) error {
 	var ve *ebpf.VerifierError
 	switch {
 	case errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES):
+		// The errno alone: cilium/ebpf's wrapping suggests MEMLOCK, which is not it.
+		errno := unix.EPERM
+		if errors.Is(err, unix.EACCES) {
+			errno = unix.EACCES
+		}
 		return fmt.Errorf("%w: loading it failed with %v although uffdgate runs privileged; "+
 			"some kernels (lockdown, vendor patches, or a security module restricting bpf()) refuse LSM programs: "+
-			"check `cat /sys/kernel/security/lockdown` and dmesg; on such a host use a kernel that allows BPF LSM programs", ErrKernelRefused, err)
+			"check `cat /sys/kernel/security/lockdown` and dmesg; on such a host use a kernel that allows BPF LSM programs", ErrKernelRefused, errno.Error())
 	case errors.As(err, &ve):
 		return fmt.Errorf("%w: the verifier rejected the program (kernel too old or built without what uffdgate needs: BPF LSM, BTF, ring buffers): %v", ErrKernelRefused, err)
 	}

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/user"
 	"path"
@@ -127,7 +128,9 @@ func Parse(name string, data []byte) (*Policy, error) {
 	allowCaps := uint64(1) << capability.SysPtrace
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&doc); err != nil {
+	if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
+		return nil, &Error{File: name, Msg: "the policy is empty", Fix: "write at least `mode: user-mode-only`"}
+	} else if err != nil {
 		return nil, syntaxError(name, err)
 	}
 	var extra yaml.Node
