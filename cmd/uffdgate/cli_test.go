@@ -277,6 +277,16 @@ func TestRunHelpNamesStateArgument(t *testing.T) {
 	}
 }
 
+// TestPolicyCheckWarnsMissingPaths: a path that does not exist here is a
+// warning on stderr, not an error.
+func TestPolicyCheckWarnsMissingPaths(t *testing.T) {
+	p := writeFile(t, "p.yaml", "rules:\n  - name: vmm\n    executables: [/no/such/qemu]\n")
+	stdout, stderr, code := cli(t, "policy", "check", p)
+	if code != 0 || !strings.Contains(stdout, "1 warnings") || !strings.Contains(stderr, "warning: rule vmm: executable /no/such/qemu") {
+		t.Errorf("exit %d\nstdout %q\nstderr %q", code, stdout, stderr)
+	}
+}
+
 func TestPolicyCheck(t *testing.T) {
 	digest := func(content string) string {
 		s := sha256.Sum256([]byte(content))
@@ -285,10 +295,10 @@ func TestPolicyCheck(t *testing.T) {
 	for _, c := range []struct {
 		name, content, summary string
 	}{
-		{"embedded default", string(policy.DefaultYAML()), "mode user-mode-only, audit false"},
-		{"deny audit", "mode: deny\naudit: true\nallowlist:\n  capabilities: [CAP_SYS_PTRACE, sys_admin]\n", "mode deny, audit true"},
-		{"mode only", "mode: allow\n", "mode allow, audit false"},
-		{"empty allowlist", "mode: user-mode-only\nallowlist:\n  capabilities: []\n", "mode user-mode-only, audit false"},
+		{"embedded default", string(policy.DefaultYAML()), "mode user-mode-only, audit false, 1 rules, 0 warnings"},
+		{"deny audit", "mode: deny\naudit: true\nallowlist:\n  capabilities: [CAP_SYS_PTRACE, sys_admin]\n", "mode deny, audit true, 1 rules, 0 warnings"},
+		{"mode only", "mode: allow\n", "mode allow, audit false, 1 rules, 0 warnings"},
+		{"empty allowlist", "mode: user-mode-only\nallowlist:\n  capabilities: []\n", "mode user-mode-only, audit false, 0 rules, 0 warnings"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			p := writeFile(t, "p.yaml", c.content)

@@ -30,7 +30,13 @@ func cmdPolicy(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, err)
 			return exitUsage
 		}
-		fmt.Fprintf(stdout, "%s: ok (mode %s, audit %v, %s)\n", args[1], p.Mode, p.Audit, p.Digest)
+		// Paths that do not exist here are warnings: they may on the hosts the
+		// policy is for, and the daemon follows them as they appear.
+		p.Check(policy.HostResolver{})
+		for _, w := range p.Warnings {
+			fmt.Fprintf(stderr, "%s: warning: %s (it matches nothing until it exists)\n", args[1], w)
+		}
+		fmt.Fprintf(stdout, "%s: ok (mode %s, audit %v, %d rules, %d warnings, %s)\n", args[1], p.Mode, p.Audit, len(p.Rules), len(p.Warnings), p.Digest)
 		return exitOK
 	}
 	fmt.Fprintf(stderr, "uffdgate policy: unknown subcommand %q: use check FILE, or default\n", args[0])
