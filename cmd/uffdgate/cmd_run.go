@@ -9,9 +9,11 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/uffdgate/uffdgate/internal/daemon"
+	"github.com/uffdgate/uffdgate/internal/metrics"
 	"github.com/uffdgate/uffdgate/internal/policy"
 	"github.com/uffdgate/uffdgate/internal/preflight"
 	"github.com/uffdgate/uffdgate/internal/state"
@@ -26,6 +28,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	policyPath := fs.String("policy", "", "policy file (YAML); the embedded default when empty")
 	statePath := fs.String("state", state.DefaultPath, "where to publish the daemon's state for uffdgate status (empty: nowhere)")
+	metricsAddr := fs.String("metrics-addr", metrics.DefaultAddr, "address to serve Prometheus /metrics on (empty: none)")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
@@ -41,13 +44,16 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 			return exitUsage
 		}
 	}
+	// A soft limit: the daemon's steady state is a few MiB, and under a flood of
+	// events the garbage collector should work harder rather than grow the heap.
+	debug.SetMemoryLimit(16 << 20)
 	log := slog.New(slog.NewJSONHandler(stdout, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	err := daemon.Run(ctx, daemon.Options{Policy: pol, PolicyPath: *policyPath, Reload: hup,
-		Host: preflight.Default(), Log: log, StatePath: *statePath, Version: version})
+		Host: preflight.Default(), Log: log, StatePath: *statePath, MetricsAddr: *metricsAddr, Version: version})
 	if err == nil {
 		return exitOK
 	}

@@ -16,6 +16,8 @@ const (
 	exitFailure = 1 // unexpected runtime error, or a finding/mismatch where a command reports one
 	exitUsage   = 2 // bad command line or policy
 	exitHost    = 3 // this host cannot do what was asked; the message says why and the fix
+	// exitNotRunning: `status` found no running daemon (as LSB init scripts' status).
+	exitNotRunning = 4
 )
 
 var version = "dev"

@@ -8,8 +8,10 @@ package daemon
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"reflect"
@@ -23,6 +25,7 @@ import (
 	"github.com/uffdgate/uffdgate/internal/decision"
 	"github.com/uffdgate/uffdgate/internal/events"
 	"github.com/uffdgate/uffdgate/internal/gate"
+	"github.com/uffdgate/uffdgate/internal/metrics"
 	"github.com/uffdgate/uffdgate/internal/policy"
 	"github.com/uffdgate/uffdgate/internal/preflight"
 	"github.com/uffdgate/uffdgate/internal/state"
@@ -38,7 +41,9 @@ type Options struct {
 	Host       preflight.Host
 	Log        *slog.Logger
 	StatePath  string // where to publish state.State; "" for none
-	Version    string
+	// MetricsAddr is where /metrics is served; "" for nowhere.
+	MetricsAddr string
+	Version     string
 }
 
 // tick is how often the daemon looks for a changed policy file, re-resolves the
@@ -46,12 +51,17 @@ type Options struct {
 // one; a VM's cgroup appears), and refreshes its published state.
 const tick = time.Second
 
+// summaryTicks is how often (in ticks) rate-limited log lines are summarized.
+const summaryTicks = 10
+
 type daemon struct {
 	opts     Options
 	log      *slog.Logger
 	gt       *gate.Gate
 	resolver *rememberingResolver
 	start    time.Time
+	limiter  *events.Limiter
+	exeNames *exeNames
 
 	fileText []byte // the policy file's content last read, valid or not
 
@@ -69,7 +79,7 @@ type daemon struct {
 // (a *preflight.Problem where the host is the cause) when the gate cannot be
 // brought up; nothing stays attached in that case.
 func Run(ctx context.Context, opts Options) error {
-	d := &daemon{opts: opts, log: opts.Log, pol: opts.Policy, start: time.Now(), fileText: opts.Policy.Text,
+	d := &daemon{opts: opts, log: opts.Log, pol: opts.Policy, start: time.Now(), fileText: opts.Policy.Text, limiter: events.NewLimiter(), exeNames: newExeNames(),
 		resolver: newRememberingResolver(policy.HostResolver{}), gens: map[uint32]decision.Gate{}}
 	if err := opts.Host.CheckAll(); err != nil {
 		return err
@@ -88,6 +98,13 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	if err := gt.SelfTest(); err != nil {
 		return &preflight.Problem{What: err.Error(), Fix: "make sure `bpf` is in /sys/kernel/security/lsm and no other LSM program refuses first; report the kernel version if it is"}
+	}
+	if opts.MetricsAddr != "" {
+		stop, err := metrics.Serve(ctx, opts.MetricsAddr, metrics.Registry(d, opts.Version))
+		if err != nil {
+			return fmt.Errorf("serving metrics on %s: %w (choose another address with --metrics-addr, or disable with --metrics-addr '')", opts.MetricsAddr, err)
+		}
+		defer stop()
 	}
 	d.log.Info("uffdgate "+d.gateState(),
 		slog.String("event", "started"),
@@ -113,7 +130,14 @@ func Run(ctx context.Context, opts Options) error {
 				d.log.Error("reading an event", slog.String("event", "error"), slog.String("error", err.Error()))
 				continue
 			}
-			events.Log(ctx, d.log, enr.Enrich(rec, time.Now()))
+			// Limited before enrichment: under a flood, suppressed events cost a map lookup.
+			now := time.Now()
+			exe := cmp.Or(rec.ExePath, rec.Comm)
+			d.exeNames.remember(decision.FileID{Dev: rec.ExeDev, Ino: rec.ExeIno}, exe)
+			if !d.limiter.Allow(events.LimitKey{Exe: exe, Verdict: rec.Verdict}, now, uint64(rec.KernelSuppressed)) {
+				continue
+			}
+			events.Log(ctx, d.log, enr.Enrich(rec, now))
 		}
 	})
 
@@ -135,6 +159,9 @@ loop:
 			if n%2 == 0 {
 				d.publish()
 			}
+			if n%summaryTicks == summaryTicks-1 {
+				d.summarizeSuppressed()
+			}
 		}
 	}
 	if opts.StatePath != "" {
@@ -142,14 +169,49 @@ loop:
 	}
 	counters, cerr := gt.Counters()
 	lost, lerr := gt.Lost()
+	held, _ := gt.PendingHeld()
 	err = gt.Close()
 	wg.Wait()
+	for _, h := range held {
+		d.limiter.Add(events.LimitKey{Exe: d.exeNames.name(h.Exe), Verdict: h.Verdict}, h.Count, time.Now())
+	}
+	d.summarizeSuppressed()
 	attrs := []any{slog.String("event", "stopped")}
 	if cerr == nil && lerr == nil {
-		attrs = append(attrs, slog.Any("decisions", summarize(counters)), slog.Uint64("events_lost", lost))
+		attrs = append(attrs, slog.Any("decisions", summarize(counters)), slog.Uint64("events_lost", lost),
+			slog.Uint64("log_lines_suppressed", d.limiter.Suppressed()))
 	}
 	d.log.Info("uffdgate stopped: gate detached", attrs...)
 	return err
+}
+
+// summarizeSuppressed logs one line per key whose events the rate limit held back.
+func (d *daemon) summarizeSuppressed() {
+	for _, s := range d.limiter.Flush(time.Now()) {
+		d.log.Warn("more userfaultfd decisions like the ones above were not logged (rate limit)",
+			slog.String("event", "suppressed"), slog.String("exe", s.Key.Exe),
+			slog.String("decision", s.Key.Verdict.String()), slog.Uint64("suppressed", s.Suppressed),
+			slog.String("note", "the exact counts are in uffdgate status and the metrics"))
+	}
+}
+
+// Decisions, EventsLost, LogSuppressed, Reloads and Enforcing make the daemon a
+// metrics.Source.
+func (d *daemon) Decisions() ([decision.NumModes][decision.NumVerdicts][decision.NumPaths]uint64, error) {
+	c, err := d.gt.Counters()
+	return c, err
+}
+func (d *daemon) EventsLost() (uint64, error) { return d.gt.Lost() }
+func (d *daemon) LogSuppressed() uint64       { return d.limiter.Suppressed() }
+func (d *daemon) Reloads() (ok, failed uint64, last time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.reloadsOK, d.reloadsBad, d.lastReload
+}
+func (d *daemon) Enforcing() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return !d.pol.Audit
 }
 
 func (d *daemon) gateState() string {
@@ -280,6 +342,21 @@ func (d *daemon) publish() {
 		st.Decisions = summarize(c)
 	}
 	st.EventsLost, _ = d.gt.Lost()
+	st.LogLinesSuppressed = d.limiter.Suppressed()
+	st.MetricsAddr = d.opts.MetricsAddr
+	if c, err := d.gt.Counters(); err == nil {
+		st.DecisionsByMode = map[string]uint64{}
+		for m := range c {
+			for v := range c[m] {
+				for p, n := range c[m][v] {
+					if n > 0 {
+						st.DecisionsByMode[decision.Mode(m).String()+"/"+decision.Verdict(v).String()+"/"+decision.Path(p).String()] = n
+					}
+				}
+			}
+		}
+	}
+	st.Rules = ruleSummary(pol)
 	if err := state.Write(d.opts.StatePath, st); err != nil {
 		d.log.Warn("cannot publish state", slog.String("event", "error"), slog.String("path", d.opts.StatePath), slog.String("error", err.Error()))
 	}
@@ -314,13 +391,15 @@ func ruleSummary(p *policy.Policy) []string {
 	return out
 }
 
-// summarize keeps the non-zero counters, keyed "verdict/path".
+// summarize keeps the non-zero counters, keyed "verdict/path", summed over modes.
 func summarize(c gate.Counters) map[string]uint64 {
 	out := map[string]uint64{}
-	for v := range c {
-		for p, n := range c[v] {
-			if n > 0 {
-				out[decision.Verdict(v).String()+"/"+decision.Path(p).String()] = n
+	for m := range c {
+		for v := range c[m] {
+			for p, n := range c[m][v] {
+				if n > 0 {
+					out[decision.Verdict(v).String()+"/"+decision.Path(p).String()] += n
+				}
 			}
 		}
 	}

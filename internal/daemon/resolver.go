@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"fmt"
 	"slices"
 	"sync"
 
@@ -39,4 +40,33 @@ func (r *rememberingResolver) Executables(path string) ([]decision.FileID, error
 	}
 	r.seen[path] = old
 	return slices.Clone(old), err
+}
+
+// exeNames remembers the paths of executables seen in events, by identity, so
+// that counts the kernel holds by identity can be reported by path.
+type exeNames struct {
+	mu    sync.Mutex
+	names map[decision.FileID]string
+}
+
+const maxExeNames = 4096
+
+func newExeNames() *exeNames { return &exeNames{names: map[decision.FileID]string{}} }
+
+func (e *exeNames) remember(id decision.FileID, name string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, ok := e.names[id]; !ok && len(e.names) >= maxExeNames {
+		clear(e.names) // bounded; an unknown identity is reported by inode
+	}
+	e.names[id] = name
+}
+
+func (e *exeNames) name(id decision.FileID) string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if n, ok := e.names[id]; ok {
+		return n
+	}
+	return fmt.Sprintf("(inode %d on device %d:%d)", id.Ino, id.Dev>>20, id.Dev&0xfffff)
 }

@@ -31,6 +31,7 @@ const (
 	ModeUserModeOnly
 	// ModeDeny refuses every request.
 	ModeDeny
+	NumModes
 )
 
 var modeNames = [...]string{"allow", "user-mode-only", "deny"}

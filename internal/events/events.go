@@ -32,14 +32,17 @@ type Record struct {
 	GID, EGID    uint32
 	UsernsLevel  uint32
 	Generation   uint32 // policy generation that decided
-	Matched      uint64 // rules that matched, as bits of that generation's rules
-	Request      decision.Request
-	Verdict      decision.Verdict
-	Mode         decision.Mode
-	Audit        bool
-	Allowlisted  bool
-	Comm         string
-	ExePath      string // the executable's path as the kernel walked it; "" if none
+	// KernelSuppressed is how many events of the same executable and verdict the
+	// kernel's rate limit held back since the previous one.
+	KernelSuppressed uint32
+	Matched          uint64 // rules that matched, as bits of that generation's rules
+	Request          decision.Request
+	Verdict          decision.Verdict
+	Mode             decision.Mode
+	Audit            bool
+	Allowlisted      bool
+	Comm             string
+	ExePath          string // the executable's path as the kernel walked it; "" if none
 }
 
 // Event is a Record with what user space adds to it.

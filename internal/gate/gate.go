@@ -152,28 +152,29 @@ func DecodeRecord(b []byte) (events.Record, error) {
 		return events.Record{}, fmt.Errorf("decoding event record: %w", err)
 	}
 	return events.Record{
-		BootTime:     time.Duration(e.BootNs),
-		CgroupID:     e.CgroupId,
-		CapEffective: e.CapEffective,
-		ExeIno:       e.ExeIno,
-		ExeDev:       e.ExeDev,
-		PID:          e.Pid,
-		TGID:         e.Tgid,
-		PPID:         e.Ppid,
-		UID:          e.Uid,
-		EUID:         e.Euid,
-		GID:          e.Gid,
-		EGID:         e.Egid,
-		Generation:   e.Gen,
-		Matched:      e.Matched,
-		UsernsLevel:  e.UsernsLevel,
-		Request:      decision.Request{Path: decision.Path(e.Path), Flags: e.Flags, FlagsKnown: e.FlagsKnown != 0},
-		Verdict:      decision.Verdict(e.Verdict),
-		Mode:         decision.Mode(e.Mode),
-		Audit:        e.Audit != 0,
-		Allowlisted:  e.Allowlisted != 0,
-		Comm:         cString(e.Comm[:]),
-		ExePath:      exePath(&e),
+		BootTime:         time.Duration(e.BootNs),
+		CgroupID:         e.CgroupId,
+		CapEffective:     e.CapEffective,
+		ExeIno:           e.ExeIno,
+		ExeDev:           e.ExeDev,
+		PID:              e.Pid,
+		TGID:             e.Tgid,
+		PPID:             e.Ppid,
+		UID:              e.Uid,
+		EUID:             e.Euid,
+		GID:              e.Gid,
+		EGID:             e.Egid,
+		Generation:       e.Gen,
+		KernelSuppressed: e.SuppressedBefore,
+		Matched:          e.Matched,
+		UsernsLevel:      e.UsernsLevel,
+		Request:          decision.Request{Path: decision.Path(e.Path), Flags: e.Flags, FlagsKnown: e.FlagsKnown != 0},
+		Verdict:          decision.Verdict(e.Verdict),
+		Mode:             decision.Mode(e.Mode),
+		Audit:            e.Audit != 0,
+		Allowlisted:      e.Allowlisted != 0,
+		Comm:             cString(e.Comm[:]),
+		ExePath:          exePath(&e),
 	}, nil
 }
 
@@ -206,20 +207,23 @@ func cString(b []int8) string {
 	return sb.String()
 }
 
-// Counters are the exact per-verdict, per-path counts summed over CPUs.
-type Counters [decision.NumVerdicts][decision.NumPaths]uint64
+// Counters are the exact per-mode, per-verdict, per-path counts summed over CPUs.
+type Counters [decision.NumModes][decision.NumVerdicts][decision.NumPaths]uint64
 
 // Counters reads the kernel's counters.
 func (gt *Gate) Counters() (Counters, error) {
 	var c Counters
-	for v := 0; v < int(decision.NumVerdicts); v++ {
-		for p := 0; p < int(decision.NumPaths); p++ {
-			var per []uint64
-			if err := gt.objs.Counters.Lookup(uint32(v*int(decision.NumPaths)+p), &per); err != nil {
-				return c, fmt.Errorf("reading counters: %w", err)
-			}
-			for _, n := range per {
-				c[v][p] += n
+	for m := range int(decision.NumModes) {
+		for v := range int(decision.NumVerdicts) {
+			for p := range int(decision.NumPaths) {
+				var per []uint64
+				key := uint32((m*int(decision.NumVerdicts)+v)*int(decision.NumPaths) + p)
+				if err := gt.objs.Counters.Lookup(key, &per); err != nil {
+					return c, fmt.Errorf("reading counters: %w", err)
+				}
+				for _, n := range per {
+					c[m][v][p] += n
+				}
 			}
 		}
 	}
@@ -237,6 +241,28 @@ func (gt *Gate) Lost() (uint64, error) {
 		n += v
 	}
 	return n, nil
+}
+
+// Held is a count of events the kernel's rate limit holds for an executable
+// and verdict, not yet carried by an event.
+type Held struct {
+	Exe     decision.FileID
+	Verdict decision.Verdict
+	Count   uint64
+}
+
+// PendingHeld reads the kernel rate limit's counts not yet carried by an event.
+func (gt *Gate) PendingHeld() ([]Held, error) {
+	var out []Held
+	var k gateRlKey
+	var v gateRlVal
+	it := gt.objs.Ratelimit.Iterate()
+	for it.Next(&k, &v) {
+		if v.Suppressed > 0 {
+			out = append(out, Held{Exe: decision.FileID{Dev: k.Dev, Ino: k.Ino}, Verdict: decision.Verdict(k.Verdict), Count: uint64(v.Suppressed)})
+		}
+	}
+	return out, it.Err()
 }
 
 // Close detaches the program and frees everything.

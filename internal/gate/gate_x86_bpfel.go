@@ -39,6 +39,20 @@ type gateIdKey struct {
 	Id  uint32
 }
 
+type gateRlKey struct {
+	_       structs.HostLayout
+	Ino     uint64
+	Dev     uint32
+	Verdict uint32
+}
+
+type gateRlVal struct {
+	_           structs.HostLayout
+	WindowStart uint64
+	InWindow    uint32
+	Suppressed  uint32
+}
+
 type gateUffdConfig struct {
 	_           structs.HostLayout
 	Magic       uint32
@@ -58,35 +72,37 @@ type gateUffdConfig struct {
 }
 
 type gateUffdEvent struct {
-	_            structs.HostLayout
-	BootNs       uint64
-	CgroupId     uint64
-	CapEffective uint64
-	ExeIno       uint64
-	ExeDev       uint32
-	Pid          uint32
-	Tgid         uint32
-	Ppid         uint32
-	Uid          uint32
-	Euid         uint32
-	Gid          uint32
-	Egid         uint32
-	Flags        uint32
-	UsernsLevel  uint32
-	Gen          uint32
-	Pad2         uint32
-	Matched      uint64
-	FlagsKnown   uint8
-	Path         uint8
-	Verdict      uint8
-	Mode         uint8
-	Audit        uint8
-	Allowlisted  uint8
-	Pad          [2]uint8
-	Comm         [16]int8
-	ExeDepth     uint32
-	ExeTruncated uint32
-	ExeComp      [16][48]int8
+	_                structs.HostLayout
+	BootNs           uint64
+	CgroupId         uint64
+	CapEffective     uint64
+	ExeIno           uint64
+	ExeDev           uint32
+	Pid              uint32
+	Tgid             uint32
+	Ppid             uint32
+	Uid              uint32
+	Euid             uint32
+	Gid              uint32
+	Egid             uint32
+	Flags            uint32
+	UsernsLevel      uint32
+	Gen              uint32
+	Pad2             uint32
+	Matched          uint64
+	SuppressedBefore uint32
+	Pad3             uint32
+	FlagsKnown       uint8
+	Path             uint8
+	Verdict          uint8
+	Mode             uint8
+	Audit            uint8
+	Allowlisted      uint8
+	Pad              [2]uint8
+	Comm             [16]int8
+	ExeDepth         uint32
+	ExeTruncated     uint32
+	ExeComp          [16][48]int8
 }
 
 type gateUffdSelftest struct {
@@ -111,6 +127,7 @@ const (
 	gateMapExeRules           = "exe_rules"
 	gateMapGidRules           = "gid_rules"
 	gateMapLost               = "lost"
+	gateMapRatelimit          = "ratelimit"
 	gateMapSelftest           = "selftest"
 	gateMapUidRules           = "uid_rules"
 	gateProgUffdgateAnonInode = "uffdgate_anon_inode"
@@ -174,6 +191,7 @@ type gateMapSpecs struct {
 	ExeRules    *ebpf.MapSpec `ebpf:"exe_rules"`
 	GidRules    *ebpf.MapSpec `ebpf:"gid_rules"`
 	Lost        *ebpf.MapSpec `ebpf:"lost"`
+	Ratelimit   *ebpf.MapSpec `ebpf:"ratelimit"`
 	Selftest    *ebpf.MapSpec `ebpf:"selftest"`
 	UidRules    *ebpf.MapSpec `ebpf:"uid_rules"`
 }
@@ -213,6 +231,7 @@ type gateMaps struct {
 	ExeRules    *ebpf.Map `ebpf:"exe_rules"`
 	GidRules    *ebpf.Map `ebpf:"gid_rules"`
 	Lost        *ebpf.Map `ebpf:"lost"`
+	Ratelimit   *ebpf.Map `ebpf:"ratelimit"`
 	Selftest    *ebpf.Map `ebpf:"selftest"`
 	UidRules    *ebpf.Map `ebpf:"uid_rules"`
 }
@@ -227,6 +246,7 @@ func (m *gateMaps) Close() error {
 		m.ExeRules,
 		m.GidRules,
 		m.Lost,
+		m.Ratelimit,
 		m.Selftest,
 		m.UidRules,
 	)

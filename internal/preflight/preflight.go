@@ -103,12 +103,19 @@ func (h Host) CheckBTF() error {
 			Fix:  "boot a kernel built with CONFIG_DEBUG_INFO_BTF=y (Debian, Ubuntu, Fedora and RHEL kernels are)",
 		}
 	}
-	f, err := os.Open(h.VmlinuxBTF)
-	if err != nil {
-		return &Problem{What: "cannot read " + h.VmlinuxBTF + ": " + err.Error(), Fix: "run uffdgate as root"}
+	var spec *btf.Spec
+	var err error
+	if h.VmlinuxBTF == Default().VmlinuxBTF {
+		// The kernel's own BTF is mapped, not read into memory: it is large.
+		spec, err = btf.LoadKernelSpec()
+	} else {
+		var f *os.File
+		if f, err = os.Open(h.VmlinuxBTF); err != nil {
+			return &Problem{What: "cannot read " + h.VmlinuxBTF + ": " + err.Error(), Fix: "run uffdgate as root"}
+		}
+		defer f.Close()
+		spec, err = btf.LoadSpecFromReader(f)
 	}
-	defer f.Close()
-	spec, err := btf.LoadSpecFromReader(f)
 	if err != nil {
 		return &Problem{What: "cannot parse the kernel's BTF: " + err.Error(), Fix: "report this kernel's version to uffdgate's issue tracker"}
 	}

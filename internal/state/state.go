@@ -34,11 +34,16 @@ type State struct {
 	// evaluate exactly it.
 	PolicyYAML        string            `json:"policy_yaml"`
 	AllowCapabilities []string          `json:"allow_capabilities"`
+	Rules             []string          `json:"rules"`     // "name:grant", "(audit-only)" when on trial
 	Decisions         map[string]uint64 `json:"decisions"` // "verdict/path" -> count
-	EventsLost        uint64            `json:"events_lost"`
-	ReloadsOK         uint64            `json:"reloads_ok"`
-	ReloadsFailed     uint64            `json:"reloads_failed"`
-	LastReload        time.Time         `json:"last_reload,omitzero"`
+	// DecisionsByMode: "mode/verdict/path" -> count, exact from the kernel.
+	DecisionsByMode    map[string]uint64 `json:"decisions_by_mode"`
+	EventsLost         uint64            `json:"events_lost"`
+	LogLinesSuppressed uint64            `json:"log_lines_suppressed"`
+	MetricsAddr        string            `json:"metrics_addr"`
+	ReloadsOK          uint64            `json:"reloads_ok"`
+	ReloadsFailed      uint64            `json:"reloads_failed"`
+	LastReload         time.Time         `json:"last_reload,omitzero"`
 }
 
 // Write replaces the state file atomically.

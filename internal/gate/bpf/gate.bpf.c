@@ -33,7 +33,7 @@ char LICENSE[] SEC("license") = "GPL";
 #define NR32_userfaultfd 374
 
 /* Must match internal/decision. */
-enum uffd_mode { MODE_ALLOW = 0, MODE_USER_MODE_ONLY = 1, MODE_DENY = 2 };
+enum uffd_mode { MODE_ALLOW = 0, MODE_USER_MODE_ONLY = 1, MODE_DENY = 2, MODE_NUM = 3 };
 enum uffd_verdict { V_ALLOW = 0, V_DENY = 1, V_WOULD_DENY = 2, V_NUM = 3 };
 enum uffd_path {
 	P_UNKNOWN = 0,
@@ -119,6 +119,8 @@ struct uffd_event {
 	u32 gen;      /* policy generation the decision used */
 	u32 pad2;
 	u64 matched;  /* rules that matched (enforced and audit-only) */
+	u32 suppressed_before; /* events of the same executable and verdict the kernel held back */
+	u32 pad3;
 	u8 flags_known;
 	u8 path;
 	u8 verdict;
@@ -184,13 +186,40 @@ struct {
 	__type(value, struct cgroup_val);
 } cgroup_rules SEC(".maps");
 
-/* Exact per-CPU counters, indexed verdict * P_NUM + path. */
+/* Exact per-CPU counters, indexed (mode * V_NUM + verdict) * P_NUM + path. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, V_NUM * P_NUM);
+	__uint(max_entries, MODE_NUM * V_NUM * P_NUM);
 	__type(key, u32);
 	__type(value, u64);
 } counters SEC(".maps");
+
+/*
+ * Event rate limit per (executable, verdict): a burst per window, then only a
+ * count, carried by the next event of the key. A flood from one program then
+ * cannot crowd the ring buffer and hide another program's requests.
+ */
+#define RL_WINDOW_NS 1000000000ULL
+#define RL_BURST 20
+
+struct rl_key {
+	u64 ino;
+	u32 dev;
+	u32 verdict;
+};
+
+struct rl_val {
+	u64 window_start;
+	u32 in_window;
+	u32 suppressed; /* since the last event of this key */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct rl_key);
+	__type(value, struct rl_val);
+} ratelimit SEC(".maps");
 
 /* Events that did not fit in the ring buffer. */
 struct {
@@ -209,7 +238,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 256 * 1024);
+	__uint(max_entries, 256 * 1024); /* bursts; beyond it events are counted in `lost` */
 } events SEC(".maps");
 
 /* Keeps struct uffd_event in BTF for bpf2go's Go type. */
@@ -351,9 +380,15 @@ complete:
 	e->exe_truncated = 0;
 }
 
-static __always_inline void count(u32 verdict, u32 path)
+static __always_inline void count(u32 mode, u32 verdict, u32 path)
 {
-	u32 key = verdict * P_NUM + path;
+	u32 key;
+
+	if (mode >= MODE_NUM)
+		mode = MODE_DENY; /* what an unknown mode is treated as */
+	if (verdict >= V_NUM || path >= P_NUM)
+		return;
+	key = (mode * V_NUM + verdict) * P_NUM + path;
 	u64 *c = bpf_map_lookup_elem(&counters, &key);
 
 	if (c)
@@ -364,18 +399,42 @@ static __always_inline void emit(struct task_struct *task, const struct cred *cr
 				 const struct request *req, const struct uffd_config *cfg, u32 verdict,
 				 bool allowlisted, u64 matched)
 {
-	struct uffd_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	struct file *exe;
+	struct uffd_event *e;
+	struct file *exe = BPF_CORE_READ(task, mm, exe_file);
+	struct rl_key rk = { .verdict = verdict };
+	struct rl_val *rv, fresh = {};
+	u64 now = bpf_ktime_get_boot_ns();
+	u32 carry = 0;
 
+	rk.ino = BPF_CORE_READ(exe, f_inode, i_ino);
+	rk.dev = BPF_CORE_READ(exe, f_inode, i_sb, s_dev);
+	rv = bpf_map_lookup_elem(&ratelimit, &rk);
+	if (!rv) {
+		fresh.window_start = now;
+		fresh.in_window = 1;
+		bpf_map_update_elem(&ratelimit, &rk, &fresh, 0 /* BPF_ANY */);
+	} else if (now - rv->window_start > RL_WINDOW_NS) {
+		/* Racing CPUs may both open a window; the count itself is exchanged atomically. */
+		rv->window_start = now;
+		rv->in_window = 1;
+		carry = __sync_lock_test_and_set(&rv->suppressed, 0);
+	} else if (__sync_fetch_and_add(&rv->in_window, 1) >= RL_BURST) {
+		__sync_fetch_and_add(&rv->suppressed, 1);
+		return;
+	}
+
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
+		/* The event is lost, and so is the count it would have carried. */
 		u32 zero = 0;
 		u64 *l = bpf_map_lookup_elem(&lost, &zero);
 
 		if (l)
-			*l += 1;
+			*l += 1 + carry;
 		return;
 	}
-	e->boot_ns = bpf_ktime_get_boot_ns();
+	e->suppressed_before = carry;
+	e->boot_ns = now;
 	e->cgroup_id = bpf_get_current_cgroup_id();
 	e->cap_effective = caps;
 	e->pid = BPF_CORE_READ(task, pid);
@@ -396,7 +455,6 @@ static __always_inline void emit(struct task_struct *task, const struct cred *cr
 	e->audit = cfg->audit;
 	e->allowlisted = allowlisted;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
-	exe = BPF_CORE_READ(task, mm, exe_file);
 	e->exe_ino = BPF_CORE_READ(exe, f_inode, i_ino);
 	e->exe_dev = BPF_CORE_READ(exe, f_inode, i_sb, s_dev);
 	exe_path(e, exe);
@@ -501,11 +559,6 @@ int BPF_PROG(uffdgate_anon_inode, struct inode *inode, const struct qstr *name,
 	 * context, never waved through.
 	 */
 	bpf_probe_read_kernel(&context_inode_raw, sizeof(context_inode_raw), (void *)ctx + 2 * sizeof(u64));
-	if (context_inode_raw) {
-		/* A fork event duplicating a context that passed the gate when it was made. */
-		count(V_ALLOW, P_FORK_EVENT);
-		return 0;
-	}
 
 	genp = bpf_map_lookup_elem(&active, &zero);
 	gen = genp ? *genp : 0;
@@ -513,6 +566,11 @@ int BPF_PROG(uffdgate_anon_inode, struct inode *inode, const struct qstr *name,
 	cfg = bpf_map_lookup_elem(&config, &slot);
 	if (!cfg)
 		return -EPERM;
+	if (context_inode_raw) {
+		/* A fork event duplicating a context that passed the gate when it was made. */
+		count(cfg->mode, V_ALLOW, P_FORK_EVENT);
+		return 0;
+	}
 
 	task = bpf_get_current_task_btf();
 	decode_request(task, &req);
@@ -555,7 +613,7 @@ int BPF_PROG(uffdgate_anon_inode, struct inode *inode, const struct qstr *name,
 			verdict = V_DENY;
 	}
 
-	count(verdict, req.path);
+	count(cfg->magic == CONFIG_MAGIC && cfg->gen == gen ? cfg->mode : MODE_USER_MODE_ONLY, verdict, req.path);
 	if (verdict != V_ALLOW || kernel_fault)
 		emit(task, cred, caps, &req, cfg, verdict, allowlisted, matched);
 

@@ -89,7 +89,26 @@ func mountAll() {
 	}
 }
 
+// loopbackUp brings lo up, as an init system would, so guests can use 127.0.0.1.
+func loopbackUp() {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err == nil {
+		defer unix.Close(fd)
+		var ifr *unix.Ifreq
+		if ifr, err = unix.NewIfreq("lo"); err == nil {
+			if err = unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err == nil {
+				ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+				err = unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
+			}
+		}
+	}
+	if err != nil {
+		fmt.Printf("guestinit: bringing up lo: %v\n", err)
+	}
+}
+
 func run() int {
+	loopbackUp()
 	var s spec
 	b, err := os.ReadFile("/vmtest.json")
 	if err == nil {
