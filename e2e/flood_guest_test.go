@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -179,5 +180,43 @@ func TestStatus(t *testing.T) {
 	err = cmd.Run()
 	if cmd.ProcessState.ExitCode() != 4 || !strings.Contains(stderr.String(), "no uffdgate daemon is running") {
 		t.Errorf("status without a daemon: exit %d, %q (%v)", cmd.ProcessState.ExitCode(), stderr.String(), err)
+	}
+}
+
+// TestAuditBackend: on a stock kernel, the audit backend (what runs where LSM
+// programs cannot) reports kernel-fault creations through every ABI, x32
+// included, refuses nothing, and with --kill kills the process after the fact.
+func TestAuditBackend(t *testing.T) {
+	d := startDaemonFile(t, "", "--backend", "audit")
+	var tries []string
+	for _, p := range []string{"syscall", "syscall-ia32", "syscall-x32", "ioctl", "ioctl-ia32", "ioctl-x32"} {
+		tries = append(tries, p+":0x80000")
+	}
+	setSysctl(t, 1)
+	defer setSysctl(t, 0)
+	r := runAll(t, subj(tryBin, as(1000, "-try", strings.Join(tries, ","))...))[0]
+	for _, a := range r.Attempts {
+		if a.Errno != 0 {
+			t.Errorf("%s: errno %d under the audit backend, which must not refuse", a.Path, a.Errno)
+			continue
+		}
+		if _, found := d.waitFor(func(m map[string]any) bool {
+			return m["event"] == "decision" && m["tgid"] == float64(r.PID) && m["path"] == a.Path &&
+				m["backend"] == "audit" && m["decision"] == "would-deny" && m["exe"] == tryBin
+		}, 10*time.Second); !found {
+			t.Errorf("no audit event for %s", a.Path)
+		}
+	}
+	d.stop(t)
+
+	d = startDaemonFile(t, "", "--backend", "audit", "--kill")
+	defer d.stop(t)
+	cmd := exec.Command(tryBin, as(1000, "-try", kfReq)...)
+	err := cmd.Run()
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		t.Errorf("with --kill, a refused-by-policy request: %v, want the process killed by SIGKILL", err)
+	}
+	if out, err := exec.Command(tryBin, as(1000, "-try", umoReq)...).Output(); err != nil {
+		t.Errorf("with --kill, a user-mode-only request: %v %s", err, out)
 	}
 }

@@ -63,9 +63,9 @@ func startDaemon(t *testing.T, policyYAML string) *daemon {
 }
 
 // startDaemonFile runs `uffdgate run` on a policy file ("" for the default).
-func startDaemonFile(t *testing.T, policyFile string) *daemon {
+func startDaemonFile(t *testing.T, policyFile string, extra ...string) *daemon {
 	t.Helper()
-	args := []string{"run"}
+	args := append([]string{"run"}, extra...)
 	if policyFile != "" {
 		args = append(args, "--policy", policyFile)
 	}
@@ -183,24 +183,6 @@ func subjects() []subject {
 		// in the initial namespace.
 		{"userns-root", testUID, "none", true, decision.Subject{CapEffective: allCaps, InitUserNS: false}},
 	}
-}
-
-type attempt struct {
-	Path  string `json:"path"`
-	Arg   uint64 `json:"arg"`
-	Errno int    `json:"errno"`
-}
-
-type report struct {
-	PID               int                    `json:"pid"`
-	UID               int                    `json:"uid"`
-	CapEff            string                 `json:"cap_eff"`
-	Attempts          []attempt              `json:"attempts"`
-	Counts            map[string]map[int]int `json:"counts"`
-	UserFaultServed   bool                   `json:"user_fault_served"`
-	KernelAccessErrno int                    `json:"kernel_access_errno"`
-	KernelFaultServed bool                   `json:"kernel_fault_served"`
-	Error             string                 `json:"error"`
 }
 
 // runTry runs uffdtry as s with extra arguments and returns its report.

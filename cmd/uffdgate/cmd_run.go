@@ -29,11 +29,24 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	policyPath := fs.String("policy", "", "policy file (YAML); the embedded default when empty")
 	statePath := fs.String("state", state.DefaultPath, "where to publish the daemon's state for uffdgate status (empty: nowhere)")
 	metricsAddr := fs.String("metrics-addr", metrics.DefaultAddr, "address to serve Prometheus /metrics on (empty: none)")
+	backend := fs.String("backend", "auto", "auto (the LSM gate where it can run), lsm (only the gate), or audit (only report, at syscall exit)")
+	acceptAudit := fs.Bool("accept-audit-only", false, "where the LSM gate cannot run, report with the audit backend instead of refusing to start")
+	kill := fs.Bool("kill", false, "audit backend: SIGKILL processes whose requests the policy would refuse (after the fact; see README)")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "uffdgate run: unexpected argument %q (did you mean --policy %s?)\n", fs.Arg(0), fs.Arg(0))
+		return exitUsage
+	}
+	switch *backend {
+	case "auto", "lsm", "audit":
+	default:
+		fmt.Fprintf(stderr, "uffdgate run: unknown --backend %q: use auto, lsm or audit\n", *backend)
+		return exitUsage
+	}
+	if *kill && *backend == "lsm" {
+		fmt.Fprintln(stderr, "uffdgate run: --kill is for the audit backend; the LSM gate refuses the request itself")
 		return exitUsage
 	}
 	pol := policy.Default()
@@ -53,7 +66,8 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	err := daemon.Run(ctx, daemon.Options{Policy: pol, PolicyPath: *policyPath, Reload: hup,
-		Host: preflight.Default(), Log: log, StatePath: *statePath, MetricsAddr: *metricsAddr, Version: version})
+		Host: preflight.Default(), Log: log, StatePath: *statePath, MetricsAddr: *metricsAddr, Version: version,
+		Backend: *backend, AcceptAuditOnly: *acceptAudit, Kill: *kill})
 	if err == nil {
 		return exitOK
 	}

@@ -44,6 +44,15 @@ type Options struct {
 	// MetricsAddr is where /metrics is served; "" for nowhere.
 	MetricsAddr string
 	Version     string
+	// Backend is "auto" (LSM where it can run, else audit if accepted), "lsm" or
+	// "audit".
+	Backend string
+	// AcceptAuditOnly lets "auto" fall back to the audit backend when the policy
+	// asks to enforce: reporting instead of refusing must be chosen, never implied.
+	AcceptAuditOnly bool
+	// Kill makes the audit backend SIGKILL processes whose requests the policy
+	// would refuse.
+	Kill bool
 }
 
 // tick is how often the daemon looks for a changed policy file, re-resolves the
@@ -58,6 +67,8 @@ type daemon struct {
 	opts     Options
 	log      *slog.Logger
 	gt       *gate.Gate
+	backend  gate.Backend
+	lsmWhy   string // why the LSM backend is not running, when it is not
 	resolver *rememberingResolver
 	start    time.Time
 	limiter  *events.Limiter
@@ -81,24 +92,19 @@ type daemon struct {
 func Run(ctx context.Context, opts Options) error {
 	d := &daemon{opts: opts, log: opts.Log, pol: opts.Policy, start: time.Now(), fileText: opts.Policy.Text, limiter: events.NewLimiter(), exeNames: newExeNames(),
 		resolver: newRememberingResolver(policy.HostResolver{}), gens: map[uint32]decision.Gate{}}
-	if err := opts.Host.CheckAll(); err != nil {
+	host := opts.Host
+	if err := host.CheckCommon(); err != nil {
 		return err
 	}
 	g, unresolved := d.pol.Compile(d.resolver)
-	gt, err := gate.Load(g)
+	gt, err := d.bringUp(&host, g)
 	if err != nil {
-		return asProblem(err)
+		return err
 	}
 	defer gt.Close()
 	d.gt = gt
 	d.applied, d.unresolved = g, unresolved
 	d.gens[gt.Generation()] = g
-	if err := gt.Attach(); err != nil {
-		return asProblem(err)
-	}
-	if err := gt.SelfTest(); err != nil {
-		return &preflight.Problem{What: err.Error(), Fix: "make sure `bpf` is in /sys/kernel/security/lsm and no other LSM program refuses first; report the kernel version if it is"}
-	}
 	if opts.MetricsAddr != "" {
 		stop, err := metrics.Serve(ctx, opts.MetricsAddr, metrics.Registry(d, opts.Version))
 		if err != nil {
@@ -106,16 +112,23 @@ func Run(ctx context.Context, opts Options) error {
 		}
 		defer stop()
 	}
-	d.log.Info("uffdgate "+d.gateState(),
+	started := []any{
 		slog.String("event", "started"),
 		slog.String("state", d.gateState()),
+		slog.String("backend", d.backend.String()),
 		slog.String("mode", d.pol.Mode.String()),
 		slog.Bool("audit", d.pol.Audit),
 		slog.Any("rules", ruleSummary(d.pol)),
 		slog.String("policy_source", d.pol.Source),
 		slog.String("policy_digest", d.pol.Digest),
 		slog.Float64("startup_ms", float64(time.Since(d.start).Microseconds())/1000),
-	)
+	}
+	if d.backend == gate.Audit {
+		started = append(started, slog.String("lsm_unavailable", d.lsmWhy), slog.Bool("kill", opts.Kill),
+			slog.String("guarantee", "audit backend: requests are seen after the kernel created the context; nothing is refused"+
+				map[bool]string{true: "; processes the policy would refuse are killed, after the fact", false: ""}[opts.Kill]))
+	}
+	d.log.Info("uffdgate "+d.gateState(), started...)
 	d.warnUnresolved(nil, unresolved)
 
 	enr := &events.Enricher{Policy: d.generation}
@@ -211,14 +224,75 @@ func (d *daemon) Reloads() (ok, failed uint64, last time.Time) {
 func (d *daemon) Enforcing() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return !d.pol.Audit
+	return !d.pol.Audit && d.backend == gate.LSM
 }
 
 func (d *daemon) gateState() string {
-	if d.pol.Audit {
+	if d.pol.Audit || d.backend == gate.Audit {
 		return "auditing"
 	}
 	return "enforcing"
+}
+
+// bringUp loads, attaches and self-tests the best backend allowed: LSM where the
+// host runs it; otherwise, if chosen or accepted, the audit backend. Nothing is
+// left attached when it fails.
+func (d *daemon) bringUp(host *preflight.Host, g decision.Gate) (*gate.Gate, error) {
+	var lsmErr error
+	if d.opts.Backend != "audit" {
+		gt, err := d.tryBackend(host, g, gate.LSM)
+		if err == nil {
+			d.backend = gate.LSM
+			return gt, nil
+		}
+		lsmErr = err
+		if d.opts.Backend == "lsm" {
+			return nil, err
+		}
+		var p *preflight.Problem
+		if !errors.As(err, &p) {
+			return nil, err // not a property of the host: do not paper over it
+		}
+		d.lsmWhy = p.What
+		if !d.pol.Audit && !d.opts.AcceptAuditOnly {
+			return nil, &preflight.Problem{
+				What: "the BPF LSM gate cannot run here: " + p.What + "\nOnly the audit backend can, which reports userfaultfd creations but cannot refuse them, and the policy asks to enforce",
+				Fix:  p.Fix + "; or, to report without refusing, run `uffdgate run --accept-audit-only` (or set `audit: true` in the policy)",
+			}
+		}
+	} else {
+		d.lsmWhy = "the audit backend was chosen with --backend audit"
+	}
+	gt, err := d.tryBackend(host, g, gate.Audit)
+	if err != nil {
+		if lsmErr != nil {
+			return nil, fmt.Errorf("%w\n(the LSM backend failed first: %v)", err, lsmErr)
+		}
+		return nil, err
+	}
+	d.backend = gate.Audit
+	return gt, nil
+}
+
+func (d *daemon) tryBackend(host *preflight.Host, g decision.Gate, b gate.Backend) (*gate.Gate, error) {
+	if b == gate.LSM {
+		if err := host.CheckLSM(); err != nil {
+			return nil, err
+		}
+	}
+	gt, err := gate.Load(g, gate.Options{Backend: b, Kill: d.opts.Kill})
+	if err != nil {
+		return nil, asProblem(err)
+	}
+	if err := gt.Attach(); err != nil {
+		gt.Close()
+		return nil, asProblem(err)
+	}
+	if err := gt.SelfTest(); err != nil {
+		gt.Close()
+		return nil, &preflight.Problem{What: err.Error(), Fix: "make sure `bpf` is in /sys/kernel/security/lsm and no other LSM program refuses first; report the kernel version if it is"}
+	}
+	return gt, nil
 }
 
 func (d *daemon) generation(gen uint32) (decision.Gate, bool) {
@@ -332,7 +406,7 @@ func (d *daemon) publish() {
 	d.mu.Lock()
 	pol := d.pol
 	st := state.State{
-		PID: os.Getpid(), Version: d.opts.Version, Backend: "lsm", State: d.gateState(), Started: d.start, Updated: time.Now(),
+		PID: os.Getpid(), Version: d.opts.Version, Backend: d.backend.String(), State: d.gateState(), Started: d.start, Updated: time.Now(),
 		Mode: pol.Mode.String(), Audit: pol.Audit, PolicySource: pol.Source, PolicyDigest: pol.Digest,
 		PolicyYAML: string(pol.Text), AllowCapabilities: allowCaps(pol), Decisions: map[string]uint64{},
 		ReloadsOK: d.reloadsOK, ReloadsFailed: d.reloadsBad, LastReload: d.lastReload,
@@ -364,7 +438,7 @@ func (d *daemon) publish() {
 
 func asProblem(err error) error {
 	if errors.Is(err, gate.ErrKernelRefused) {
-		return &preflight.Problem{What: err.Error(), Fix: "run uffdgate on a kernel that accepts BPF LSM programs (e.g. Debian's stock kernels with `bpf` in lsm=); on this host see `make demo` for a VM"}
+		return &preflight.Problem{What: err.Error(), Fix: "run uffdgate on a kernel that accepts BPF LSM programs (e.g. Debian's stock kernels with `bpf` in lsm=); `make demo` shows it in a VM"}
 	}
 	return err
 }

@@ -35,6 +35,7 @@ type Record struct {
 	// KernelSuppressed is how many events of the same executable and verdict the
 	// kernel's rate limit held back since the previous one.
 	KernelSuppressed uint32
+	Backend          string // "lsm" or "audit"
 	Matched          uint64 // rules that matched, as bits of that generation's rules
 	Request          decision.Request
 	Verdict          decision.Verdict
@@ -86,10 +87,17 @@ func (e *Enricher) Enrich(r Record, now time.Time) Event {
 		ev.Reason = fmt.Sprintf("decided by policy generation %d, which is no longer known", r.Generation)
 		return ev
 	}
+	// The audit backend sees requests after the fact: it can only report.
+	if r.Backend == "audit" {
+		g.Audit = true
+	}
 	// The kernel matched the rules; the model explains its decision from them.
 	res := decision.DecideMatched(g, r.Matched, r.Request)
 	ev.Rules = g.RuleNames(r.Matched)
 	ev.Reason, ev.Remedy = res.Reason, res.Remedy
+	if r.Backend == "audit" && r.Verdict == decision.WouldDeny {
+		ev.Reason += " (audit backend: the context was created; the LSM gate would have refused it)"
+	}
 	if res.Verdict != r.Verdict {
 		// The kernel is authoritative; say so rather than explain something else.
 		ev.Reason = fmt.Sprintf("kernel decided %s where the reference model says %s for the same rules (please report)", r.Verdict, res.Verdict)
@@ -207,6 +215,7 @@ func Log(ctx context.Context, l *slog.Logger, ev Event) {
 	}
 	l.LogAttrs(ctx, level, ev.Message(),
 		slog.String("event", "decision"),
+		slog.String("backend", ev.Backend),
 		slog.String("decision", ev.Verdict.String()),
 		slog.String("path", ev.Request.Path.String()),
 		slog.String("flags", flags),

@@ -28,10 +28,39 @@ const configMagic = 0x75666667 // must match CONFIG_MAGIC in gate.bpf.c
 
 // Gate is the loaded BPF side.
 type Gate struct {
-	objs   gateObjects
-	link   link.Link
-	events *ringbuf.Reader
-	gen    uint32 // policy generation in force
+	backend Backend
+	kill    bool
+	maps    gateMaps
+	prog    *ebpf.Program
+	link    link.Link
+	events  *ringbuf.Reader
+	gen     uint32 // policy generation in force
+}
+
+// Backend is how the gate sees requests.
+type Backend uint8
+
+const (
+	// LSM decides in the inode_init_security_anon hook and can refuse.
+	LSM Backend = iota
+	// Audit sees successful creations at syscall exit (raw tracepoint): it runs
+	// where LSM programs cannot, cannot refuse, and taxes every syscall.
+	Audit
+)
+
+func (b Backend) String() string {
+	if b == Audit {
+		return "audit"
+	}
+	return "lsm"
+}
+
+// Options are the knobs of Load beyond the policy.
+type Options struct {
+	Backend Backend
+	// Kill makes the audit backend SIGKILL a process whose request the policy
+	// would refuse (after the context exists: much weaker than refusing).
+	Kill bool
 }
 
 // ErrKernelRefused means the kernel would not load or attach the LSM program even
@@ -39,13 +68,35 @@ type Gate struct {
 var ErrKernelRefused = errors.New("the kernel refused the BPF LSM program")
 
 // Load loads the programs and maps and writes the policy; nothing is attached yet.
-func Load(g decision.Gate) (*Gate, error) {
+func Load(g decision.Gate, o Options) (*Gate, error) {
 	_ = rlimit.RemoveMemlock() // only matters before 5.11; failure shows up at load
-	var objs gateObjects
-	if err := loadGateObjects(&objs, nil); err != nil {
+	spec, err := loadGate()
+	if err != nil {
+		return nil, fmt.Errorf("reading the embedded BPF objects: %w", err)
+	}
+	// Only the backend's program is loaded (LoadAndAssign loads what it is
+	// given): the other may be refused by this kernel.
+	var maps gateMaps
+	var prog *ebpf.Program
+	if o.Backend == Audit {
+		var objs struct {
+			gateMaps
+			Prog *ebpf.Program `ebpf:"uffdgate_sys_exit"`
+		}
+		err = spec.LoadAndAssign(&objs, nil)
+		maps, prog = objs.gateMaps, objs.Prog
+	} else {
+		var objs struct {
+			gateMaps
+			Prog *ebpf.Program `ebpf:"uffdgate_anon_inode"`
+		}
+		err = spec.LoadAndAssign(&objs, nil)
+		maps, prog = objs.gateMaps, objs.Prog
+	}
+	if err != nil {
 		return nil, explainLoad(err)
 	}
-	gt := &Gate{objs: objs}
+	gt := &Gate{backend: o.Backend, kill: o.Kill, maps: maps, prog: prog}
 	if err := gt.Apply(g); err != nil {
 		gt.Close()
 		return nil, err
@@ -73,15 +124,21 @@ func explainLoad(err error) error {
 
 // Attach attaches the LSM program: from then on it decides.
 func (gt *Gate) Attach() error {
-	l, err := link.AttachLSM(link.LSMOptions{Program: gt.objs.UffdgateAnonInode})
+	var l link.Link
+	var err error
+	if gt.backend == Audit {
+		l, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sys_exit", Program: gt.prog})
+	} else {
+		l, err = link.AttachLSM(link.LSMOptions{Program: gt.prog})
+	}
 	if err != nil {
 		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
 			return fmt.Errorf("%w: attaching failed: %v", ErrKernelRefused, err)
 		}
-		return fmt.Errorf("attaching the LSM program to inode_init_security_anon: %w", err)
+		return fmt.Errorf("attaching the %s program: %w", gt.backend, err)
 	}
 	gt.link = l
-	rd, err := ringbuf.NewReader(gt.objs.Events)
+	rd, err := ringbuf.NewReader(gt.maps.Events)
 	if err != nil {
 		return fmt.Errorf("opening the event ring buffer: %w", err)
 	}
@@ -93,10 +150,10 @@ func (gt *Gate) Attach() error {
 // creates user-mode-only contexts through the syscall and, where the node exists,
 // the device, and checks the program saw each with the right path and flags.
 func (gt *Gate) SelfTest() error {
-	if err := gt.objs.Selftest.Put(uint32(0), &gateUffdSelftest{Tgid: uint32(os.Getpid())}); err != nil {
+	if err := gt.maps.Selftest.Put(uint32(0), &gateUffdSelftest{Tgid: uint32(os.Getpid())}); err != nil {
 		return fmt.Errorf("self-test: %w", err)
 	}
-	defer gt.objs.Selftest.Put(uint32(0), &gateUffdSelftest{})
+	defer gt.maps.Selftest.Put(uint32(0), &gateUffdSelftest{})
 	type probe struct {
 		path   decision.Path
 		create func(flags uint32) (int, error)
@@ -108,7 +165,7 @@ func (gt *Gate) SelfTest() error {
 	flags := decision.UserModeOnly | decision.CloseOnExec | decision.NonBlock
 	for _, p := range probes {
 		var before gateUffdSelftest
-		if err := gt.objs.Selftest.Lookup(uint32(0), &before); err != nil {
+		if err := gt.maps.Selftest.Lookup(uint32(0), &before); err != nil {
 			return fmt.Errorf("self-test: reading the self-test map: %w", err)
 		}
 		fd, err := p.create(flags)
@@ -117,7 +174,7 @@ func (gt *Gate) SelfTest() error {
 		}
 		unix.Close(fd)
 		var after gateUffdSelftest
-		if err := gt.objs.Selftest.Lookup(uint32(0), &after); err != nil {
+		if err := gt.maps.Selftest.Lookup(uint32(0), &after); err != nil {
 			return fmt.Errorf("self-test: reading the self-test map: %w", err)
 		}
 		if after.Seen == before.Seen {
@@ -167,6 +224,7 @@ func DecodeRecord(b []byte) (events.Record, error) {
 		Generation:       e.Gen,
 		KernelSuppressed: e.SuppressedBefore,
 		Matched:          e.Matched,
+		Backend:          Backend(e.Backend).String(),
 		UsernsLevel:      e.UsernsLevel,
 		Request:          decision.Request{Path: decision.Path(e.Path), Flags: e.Flags, FlagsKnown: e.FlagsKnown != 0},
 		Verdict:          decision.Verdict(e.Verdict),
@@ -218,7 +276,7 @@ func (gt *Gate) Counters() (Counters, error) {
 			for p := range int(decision.NumPaths) {
 				var per []uint64
 				key := uint32((m*int(decision.NumVerdicts)+v)*int(decision.NumPaths) + p)
-				if err := gt.objs.Counters.Lookup(key, &per); err != nil {
+				if err := gt.maps.Counters.Lookup(key, &per); err != nil {
 					return c, fmt.Errorf("reading counters: %w", err)
 				}
 				for _, n := range per {
@@ -233,7 +291,7 @@ func (gt *Gate) Counters() (Counters, error) {
 // Lost is how many events did not fit in the ring buffer.
 func (gt *Gate) Lost() (uint64, error) {
 	var per []uint64
-	if err := gt.objs.Lost.Lookup(uint32(0), &per); err != nil {
+	if err := gt.maps.Lost.Lookup(uint32(0), &per); err != nil {
 		return 0, fmt.Errorf("reading the lost-event counter: %w", err)
 	}
 	var n uint64
@@ -256,7 +314,7 @@ func (gt *Gate) PendingHeld() ([]Held, error) {
 	var out []Held
 	var k gateRlKey
 	var v gateRlVal
-	it := gt.objs.Ratelimit.Iterate()
+	it := gt.maps.Ratelimit.Iterate()
 	for it.Next(&k, &v) {
 		if v.Suppressed > 0 {
 			out = append(out, Held{Exe: decision.FileID{Dev: k.Dev, Ino: k.Ino}, Verdict: decision.Verdict(k.Verdict), Count: uint64(v.Suppressed)})
@@ -274,6 +332,6 @@ func (gt *Gate) Close() error {
 	if gt.link != nil {
 		errs = append(errs, gt.link.Close())
 	}
-	errs = append(errs, gt.objs.Close())
+	errs = append(errs, gt.maps.Close())
 	return errors.Join(errs...)
 }

@@ -74,8 +74,8 @@ func sampleEvent() gateUffdEvent {
 func TestDecodeRecord(t *testing.T) {
 	e := sampleEvent()
 	raw := encode(t, &e)
-	if len(raw) != 888 {
-		t.Errorf("encoded event is %d bytes, want 888 (sizeof(struct uffd_event))", len(raw))
+	if want := binary.Size(gateUffdEvent{}); len(raw) != want {
+		t.Errorf("encoded event is %d bytes, want %d (sizeof(struct uffd_event))", len(raw), want)
 	}
 	got, err := DecodeRecord(raw)
 	if err != nil {
@@ -111,7 +111,7 @@ func TestDecodeRecordSizes(t *testing.T) {
 	raw := encode(t, &e)
 	for _, n := range []int{0, 1, 100, len(raw) - 1} {
 		_, err := DecodeRecord(raw[:n])
-		want := "event record too short: " + strconv.Itoa(n) + " bytes, want 888"
+		want := "event record too short: " + strconv.Itoa(n) + " bytes, want " + strconv.Itoa(len(raw))
 		if err == nil || err.Error() != want {
 			t.Errorf("DecodeRecord(%d bytes) = %v, want %q", n, err, want)
 		}
@@ -492,7 +492,7 @@ func TestCompileMatchesModel(t *testing.T) {
 	}
 	n, fails := 0, 0
 	for gi, g := range testGates() {
-		c, err := compile(g, uint32(gi+1))
+		c, err := compile(g, uint32(gi+1), false)
 		if err != nil {
 			t.Fatalf("compile: %v", err)
 		}
@@ -520,7 +520,7 @@ func TestCompileTables(t *testing.T) {
 		{Name: "qemu", HasExe: true, Exes: []decision.FileID{exeA, exeB}, HasUID: true, UIDs: []uint32{107}, AuditOnly: true},
 		{Name: "vms", HasCgroup: true, Cgroups: []decision.CgroupSel{{ID: 10, Subtree: true}, {ID: 10}}, HasGID: true, GIDs: []uint32{36}, Grant: decision.GrantUserModeOnly},
 	}}
-	c, err := compile(g, 5)
+	c, err := compile(g, 5, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -563,10 +563,10 @@ func TestCompileTables(t *testing.T) {
 	}
 
 	many := decision.Gate{Rules: make([]decision.Rule, decision.MaxRules+1)}
-	if _, err := compile(many, 1); err == nil || !strings.Contains(err.Error(), "at most 64") {
+	if _, err := compile(many, 1, false); err == nil || !strings.Contains(err.Error(), "at most 64") {
 		t.Errorf("compile of 65 rules: %v", err)
 	}
-	if _, err := compile(decision.Gate{Rules: make([]decision.Rule, decision.MaxRules)}, 1); err != nil {
+	if _, err := compile(decision.Gate{Rules: make([]decision.Rule, decision.MaxRules)}, 1, false); err != nil {
 		t.Errorf("compile of 64 rules: %v", err)
 	}
 }
@@ -587,7 +587,7 @@ func TestGroupsBeyondSixteen(t *testing.T) {
 	g := decision.Gate{Mode: decision.ModeUserModeOnly, Rules: []decision.Rule{{Name: "late-group", HasGID: true, GIDs: []uint32{118}}}}
 	s := decision.Subject{InitUserNS: true, EUID: 1000, EGID: 1000, Groups: groups}
 	r := decision.Request{Path: decision.PathIoctl64, FlagsKnown: true}
-	c, err := compile(g, 1)
+	c, err := compile(g, 1, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -621,7 +621,7 @@ func TestLoadRefusedOnThisHost(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (the development machine runs tests as root)")
 	}
-	gt, err := Load(decision.Gate{Mode: decision.ModeUserModeOnly})
+	gt, err := Load(decision.Gate{Mode: decision.ModeUserModeOnly}, Options{})
 	if err == nil {
 		gt.Close()
 		t.Fatal("Load succeeded: this host's kernel was expected to refuse LSM programs (see kernel-facts.md); update this test if the host changed")

@@ -59,6 +59,8 @@ type gateUffdConfig struct {
 	Gen         uint32
 	Mode        uint32
 	Audit       uint32
+	Kill        uint32
+	Pad         uint32
 	Rules       uint64
 	GrantKernel uint64
 	GrantUmo    uint64
@@ -98,7 +100,8 @@ type gateUffdEvent struct {
 	Mode             uint8
 	Audit            uint8
 	Allowlisted      uint8
-	Pad              [2]uint8
+	Backend          uint8
+	Pad              uint8
 	Comm             [16]int8
 	ExeDepth         uint32
 	ExeTruncated     uint32
@@ -131,6 +134,7 @@ const (
 	gateMapSelftest           = "selftest"
 	gateMapUidRules           = "uid_rules"
 	gateProgUffdgateAnonInode = "uffdgate_anon_inode"
+	gateProgUffdgateSysExit   = "uffdgate_sys_exit"
 	gateVarUnusedEvent        = "unused_event"
 )
 
@@ -177,6 +181,7 @@ type gateSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type gateProgramSpecs struct {
 	UffdgateAnonInode *ebpf.ProgramSpec `ebpf:"uffdgate_anon_inode"`
+	UffdgateSysExit   *ebpf.ProgramSpec `ebpf:"uffdgate_sys_exit"`
 }
 
 // gateMapSpecs contains maps before they are loaded into the kernel.
@@ -264,11 +269,13 @@ type gateVariables struct {
 // It can be passed to loadGateObjects or ebpf.CollectionSpec.LoadAndAssign.
 type gatePrograms struct {
 	UffdgateAnonInode *ebpf.Program `ebpf:"uffdgate_anon_inode"`
+	UffdgateSysExit   *ebpf.Program `ebpf:"uffdgate_sys_exit"`
 }
 
 func (p *gatePrograms) Close() error {
 	return _GateClose(
 		p.UffdgateAnonInode,
+		p.UffdgateSysExit,
 	)
 }
 

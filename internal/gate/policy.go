@@ -20,7 +20,7 @@ type compiled struct {
 	cgroups map[gateCgroupKey]gateCgroupVal
 }
 
-func compile(g decision.Gate, gen uint32) (*compiled, error) {
+func compile(g decision.Gate, gen uint32, kill bool) (*compiled, error) {
 	if len(g.Rules) > decision.MaxRules {
 		return nil, fmt.Errorf("%d rules: at most %d fit", len(g.Rules), decision.MaxRules)
 	}
@@ -31,6 +31,9 @@ func compile(g decision.Gate, gen uint32) (*compiled, error) {
 	c.cfg = gateUffdConfig{Magic: configMagic, Gen: gen, Mode: uint32(g.Mode)}
 	if g.Audit {
 		c.cfg.Audit = 1
+	}
+	if kill {
+		c.cfg.Kill = 1
 	}
 	for i, r := range g.Rules {
 		bit := uint64(1) << uint(i)
@@ -94,7 +97,7 @@ func compile(g decision.Gate, gen uint32) (*compiled, error) {
 // two generations old are removed afterwards: no decision can still use them.
 func (gt *Gate) Apply(g decision.Gate) error {
 	gen := gt.gen + 1
-	c, err := compile(g, gen)
+	c, err := compile(g, gen, gt.kill)
 	if err != nil {
 		return err
 	}
@@ -102,11 +105,11 @@ func (gt *Gate) Apply(g decision.Gate) error {
 		gt.purge(func(k uint32) bool { return k == gen })
 		return fmt.Errorf("writing policy generation %d (the previous policy stays in force): %w", gen, err)
 	}
-	if err := gt.objs.Config.Put(gen&1, &c.cfg); err != nil {
+	if err := gt.maps.Config.Put(gen&1, &c.cfg); err != nil {
 		gt.purge(func(k uint32) bool { return k == gen })
 		return fmt.Errorf("writing policy generation %d (the previous policy stays in force): %w", gen, err)
 	}
-	if err := gt.objs.Active.Put(uint32(0), gen); err != nil {
+	if err := gt.maps.Active.Put(uint32(0), gen); err != nil {
 		return fmt.Errorf("switching to policy generation %d (the previous policy stays in force): %w", gen, err)
 	}
 	gt.gen = gen
@@ -119,22 +122,22 @@ func (gt *Gate) Generation() uint32 { return gt.gen }
 
 func (gt *Gate) write(c *compiled) error {
 	for k, v := range c.exes {
-		if err := gt.objs.ExeRules.Put(&k, v); err != nil {
+		if err := gt.maps.ExeRules.Put(&k, v); err != nil {
 			return fmt.Errorf("executable map: %w", err)
 		}
 	}
 	for k, v := range c.uids {
-		if err := gt.objs.UidRules.Put(&k, v); err != nil {
+		if err := gt.maps.UidRules.Put(&k, v); err != nil {
 			return fmt.Errorf("uid map: %w", err)
 		}
 	}
 	for k, v := range c.gids {
-		if err := gt.objs.GidRules.Put(&k, v); err != nil {
+		if err := gt.maps.GidRules.Put(&k, v); err != nil {
 			return fmt.Errorf("gid map: %w", err)
 		}
 	}
 	for k, v := range c.cgroups {
-		if err := gt.objs.CgroupRules.Put(&k, &v); err != nil {
+		if err := gt.maps.CgroupRules.Put(&k, &v); err != nil {
 			return fmt.Errorf("cgroup map: %w", err)
 		}
 	}
@@ -143,10 +146,10 @@ func (gt *Gate) write(c *compiled) error {
 
 // purge deletes the map entries of the generations drop selects.
 func (gt *Gate) purge(drop func(gen uint32) bool) {
-	purgeMap[gateExeKey](gt.objs.ExeRules, func(k gateExeKey) bool { return drop(k.Gen) })
-	purgeMap[gateIdKey](gt.objs.UidRules, func(k gateIdKey) bool { return drop(k.Gen) })
-	purgeMap[gateIdKey](gt.objs.GidRules, func(k gateIdKey) bool { return drop(k.Gen) })
-	purgeMap[gateCgroupKey](gt.objs.CgroupRules, func(k gateCgroupKey) bool { return drop(k.Gen) })
+	purgeMap[gateExeKey](gt.maps.ExeRules, func(k gateExeKey) bool { return drop(k.Gen) })
+	purgeMap[gateIdKey](gt.maps.UidRules, func(k gateIdKey) bool { return drop(k.Gen) })
+	purgeMap[gateIdKey](gt.maps.GidRules, func(k gateIdKey) bool { return drop(k.Gen) })
+	purgeMap[gateCgroupKey](gt.maps.CgroupRules, func(k gateCgroupKey) bool { return drop(k.Gen) })
 }
 
 func purgeMap[K any](m *ebpf.Map, drop func(K) bool) {

@@ -34,6 +34,8 @@ type Host struct {
 	SecurityFS    string // "/sys/kernel/security"
 	VmlinuxBTF    string // "/sys/kernel/btf/vmlinux"
 	MountSecurity bool   // try to mount securityfs when it is missing
+
+	spec *btf.Spec // the kernel's BTF, once CheckBTF read it
 }
 
 // Default is the running host.
@@ -95,8 +97,8 @@ func CheckUserfaultfd() error {
 	return nil
 }
 
-// CheckBTF verifies the kernel exposes BTF and was built with BPF LSM.
-func (h Host) CheckBTF() error {
+// CheckBTF verifies the kernel exposes BTF, which both backends need (CO-RE).
+func (h *Host) CheckBTF() error {
 	if _, err := os.Stat(h.VmlinuxBTF); err != nil {
 		return &Problem{
 			What: "this kernel exposes no BTF (" + h.VmlinuxBTF + " is missing): BPF LSM programs need it (CONFIG_DEBUG_INFO_BTF)",
@@ -119,11 +121,22 @@ func (h Host) CheckBTF() error {
 	if err != nil {
 		return &Problem{What: "cannot parse the kernel's BTF: " + err.Error(), Fix: "report this kernel's version to uffdgate's issue tracker"}
 	}
+	h.spec = spec
+	return nil
+}
+
+// CheckLSMCompiled verifies the kernel was built with BPF LSM (CheckBTF first).
+func (h *Host) CheckLSMCompiled() error {
+	if h.spec == nil {
+		if err := h.CheckBTF(); err != nil {
+			return err
+		}
+	}
 	var fn *btf.Func
-	if err := spec.TypeByName("bpf_lsm_inode_init_security_anon", &fn); err != nil {
+	if err := h.spec.TypeByName("bpf_lsm_inode_init_security_anon", &fn); err != nil {
 		return &Problem{
 			What: "this kernel was built without BPF LSM support (no bpf_lsm_inode_init_security_anon in its BTF; CONFIG_BPF_LSM)",
-			Fix:  "boot a kernel built with CONFIG_BPF_LSM=y, or use uffdgate's fallbacks for hosts without BPF LSM",
+			Fix:  "boot a kernel built with CONFIG_BPF_LSM=y (Debian, Ubuntu, Fedora and RHEL kernels are)",
 		}
 	}
 	return nil
@@ -170,17 +183,30 @@ func (h Host) CheckBPFLSM() error {
 	}
 }
 
-// CheckAll runs every check in the order that makes the first failure the most
-// useful one to fix.
-func (h Host) CheckAll() error {
+// CheckCommon runs the checks both backends need, in the order that makes the
+// first failure the most useful one to fix.
+func (h *Host) CheckCommon() error {
 	if err := h.CheckPrivileges(); err != nil {
 		return err
 	}
 	if err := CheckUserfaultfd(); err != nil {
 		return err
 	}
-	if err := h.CheckBTF(); err != nil {
+	return h.CheckBTF()
+}
+
+// CheckLSM runs what only the LSM backend needs: BPF LSM compiled in and active.
+func (h *Host) CheckLSM() error {
+	if err := h.CheckLSMCompiled(); err != nil {
 		return err
 	}
 	return h.CheckBPFLSM()
+}
+
+// CheckAll runs every check the LSM backend needs.
+func (h *Host) CheckAll() error {
+	if err := h.CheckCommon(); err != nil {
+		return err
+	}
+	return h.CheckLSM()
 }

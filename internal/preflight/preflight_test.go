@@ -242,14 +242,20 @@ func TestCheckUserfaultfdLive(t *testing.T) {
 }
 
 func TestCheckBTFLive(t *testing.T) {
-	if err := Default().CheckBTF(); err != nil {
+	h := Default()
+	if err := h.CheckBTF(); err != nil {
 		t.Fatalf("CheckBTF on this host's /sys/kernel/btf/vmlinux: %v", err)
+	}
+	// This host's kernel has BPF LSM compiled in and active (it refuses the
+	// programs later, at load: kernel-facts.md).
+	if err := h.CheckLSM(); err != nil {
+		t.Fatalf("CheckLSM on this host: %v", err)
 	}
 }
 
 func TestDefault(t *testing.T) {
 	want := Host{Proc: "/proc", SecurityFS: "/sys/kernel/security", VmlinuxBTF: "/sys/kernel/btf/vmlinux", MountSecurity: true}
-	if got := Default(); got != want {
+	if got := Default(); got.Proc != want.Proc || got.SecurityFS != want.SecurityFS || got.VmlinuxBTF != want.VmlinuxBTF || !got.MountSecurity {
 		t.Errorf("Default() = %+v, want %+v", got, want)
 	}
 }

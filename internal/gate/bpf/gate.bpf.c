@@ -50,6 +50,10 @@ enum uffd_path {
 #define EXE_MAX_COMPONENTS 16
 #define EXE_COMPONENT_LEN 48
 
+#define BACKEND_LSM 0
+#define BACKEND_AUDIT 1
+#define SIGKILL 9
+
 #define CONFIG_MAGIC 0x75666667u /* "uffg": the daemon wrote this config */
 #define MAX_CAPS 64
 #define CGROUP_MAX_DEPTH 32
@@ -67,6 +71,8 @@ struct uffd_config {
 	u32 gen;
 	u32 mode;
 	u32 audit;
+	u32 kill;         /* audit backend only: SIGKILL a process whose request it would deny */
+	u32 pad;
 	u64 rules;        /* bit per defined rule */
 	u64 grant_kernel; /* rules granting kernel-fault contexts */
 	u64 grant_umo;    /* rules granting user-mode-only contexts (matters in mode deny) */
@@ -127,7 +133,8 @@ struct uffd_event {
 	u8 mode;
 	u8 audit;
 	u8 allowlisted;
-	u8 pad[2];
+	u8 backend; /* BACKEND_LSM or BACKEND_AUDIT */
+	u8 pad;
 	char comm[16];
 	/* The executable's path components, leaf first; see exe_path(). */
 	u32 exe_depth;
@@ -256,9 +263,9 @@ struct request {
  * (unsigned int) and of the ioctl argument (new_userfaultfd takes an int), so the
  * gate looks at exactly those.
  */
-static __always_inline void decode_request(struct task_struct *task, struct request *req)
+static __always_inline void decode_request(struct task_struct *task, struct pt_regs *regs,
+					   struct request *req)
 {
-	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
 	u32 status = BPF_CORE_READ(task, thread_info.status);
 	u32 nr = (u32)BPF_CORE_READ(regs, orig_ax);
 	u32 cmd = 0, arg = 0;
@@ -397,7 +404,7 @@ static __always_inline void count(u32 mode, u32 verdict, u32 path)
 
 static __always_inline void emit(struct task_struct *task, const struct cred *cred, u64 caps,
 				 const struct request *req, const struct uffd_config *cfg, u32 verdict,
-				 bool allowlisted, u64 matched)
+				 bool allowlisted, u64 matched, u32 backend)
 {
 	struct uffd_event *e;
 	struct file *exe = BPF_CORE_READ(task, mm, exe_file);
@@ -454,6 +461,7 @@ static __always_inline void emit(struct task_struct *task, const struct cred *cr
 	e->mode = cfg->mode;
 	e->audit = cfg->audit;
 	e->allowlisted = allowlisted;
+	e->backend = backend;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	e->exe_ino = BPF_CORE_READ(exe, f_inode, i_ino);
 	e->exe_dev = BPF_CORE_READ(exe, f_inode, i_sb, s_dev);
@@ -534,46 +542,21 @@ static __always_inline u64 match_caps(const struct uffd_config *cfg, u64 caps, b
 	return m;
 }
 
-SEC("lsm/inode_init_security_anon")
-int BPF_PROG(uffdgate_anon_inode, struct inode *inode, const struct qstr *name,
-	     const struct inode *context_inode, int ret)
+/*
+ * decide is the whole decision for the current task's request: match the rules,
+ * apply the mode, count, report. The LSM backend refuses what it returns as
+ * V_DENY; the audit backend sees the request only after the kernel made the
+ * context, so for it every denial is a would-be denial.
+ */
+static __always_inline u32 decide(struct task_struct *task, const struct request *reqp,
+				  struct uffd_config *cfg, u32 gen, u32 backend)
 {
-	struct task_struct *task;
+	struct request req = *reqp;
 	const struct cred *cred;
-	struct uffd_config *cfg;
-	struct request req;
-	u32 zero = 0, verdict = V_ALLOW, gen, slot, *genp;
+	u32 zero = 0, verdict = V_ALLOW;
 	bool allowlisted, kernel_fault, deny = false, init_ns;
 	u64 caps, matched = 0, enforced;
-	u64 context_inode_raw = 0;
 
-	if (ret)
-		return ret; /* an earlier program already refused */
-	if (!is_userfaultfd(name))
-		return 0;
-
-	/*
-	 * The verifier types context_inode as a non-NULL kernel pointer and deletes a
-	 * plain NULL test, which would take every creation for a fork event. Read the
-	 * raw argument as a number instead; a failed read leaves 0: decided as a new
-	 * context, never waved through.
-	 */
-	bpf_probe_read_kernel(&context_inode_raw, sizeof(context_inode_raw), (void *)ctx + 2 * sizeof(u64));
-
-	genp = bpf_map_lookup_elem(&active, &zero);
-	gen = genp ? *genp : 0;
-	slot = gen & 1;
-	cfg = bpf_map_lookup_elem(&config, &slot);
-	if (!cfg)
-		return -EPERM;
-	if (context_inode_raw) {
-		/* A fork event duplicating a context that passed the gate when it was made. */
-		count(cfg->mode, V_ALLOW, P_FORK_EVENT);
-		return 0;
-	}
-
-	task = bpf_get_current_task_btf();
-	decode_request(task, &req);
 	cred = BPF_CORE_READ(task, cred);
 	caps = read_cap_effective(cred);
 	/* Only the initial user namespace has level 0: capabilities held in any other
@@ -604,18 +587,18 @@ int BPF_PROG(uffdgate_anon_inode, struct inode *inode, const struct qstr *name,
 				deny = kernel_fault || !(enforced & (cfg->grant_umo | cfg->grant_kernel));
 		}
 		if (deny)
-			verdict = cfg->audit ? V_WOULD_DENY : V_DENY;
+			verdict = cfg->audit || backend == BACKEND_AUDIT ? V_WOULD_DENY : V_DENY;
 	} else {
 		/* No consistent policy (never configured, or caught mid-write): behave as
 		 * user-mode-only with an empty allowlist. */
 		allowlisted = false;
 		if (kernel_fault)
-			verdict = V_DENY;
+			verdict = backend == BACKEND_AUDIT ? V_WOULD_DENY : V_DENY;
 	}
 
 	count(cfg->magic == CONFIG_MAGIC && cfg->gen == gen ? cfg->mode : MODE_USER_MODE_ONLY, verdict, req.path);
 	if (verdict != V_ALLOW || kernel_fault)
-		emit(task, cred, caps, &req, cfg, verdict, allowlisted, matched);
+		emit(task, cred, caps, &req, cfg, verdict, allowlisted, matched, backend);
 
 	{
 		struct uffd_selftest *st = bpf_map_lookup_elem(&selftest, &zero);
@@ -628,5 +611,85 @@ int BPF_PROG(uffdgate_anon_inode, struct inode *inode, const struct qstr *name,
 			__sync_fetch_and_add(&st->seen, 1);
 		}
 	}
-	return verdict == V_DENY ? -EPERM : 0;
+	return verdict;
+}
+
+static __always_inline struct uffd_config *active_config(u32 *gen)
+{
+	u32 zero = 0, slot, *genp = bpf_map_lookup_elem(&active, &zero);
+
+	*gen = genp ? *genp : 0;
+	slot = *gen & 1;
+	return bpf_map_lookup_elem(&config, &slot);
+}
+
+SEC("lsm/inode_init_security_anon")
+int BPF_PROG(uffdgate_anon_inode, struct inode *inode, const struct qstr *name,
+	     const struct inode *context_inode, int ret)
+{
+	struct task_struct *task;
+	struct uffd_config *cfg;
+	struct request req;
+	u64 context_inode_raw = 0;
+	u32 gen;
+
+	if (ret)
+		return ret; /* an earlier program already refused */
+	if (!is_userfaultfd(name))
+		return 0;
+
+	/*
+	 * The verifier types context_inode as a non-NULL kernel pointer and deletes a
+	 * plain NULL test, which would take every creation for a fork event. Read the
+	 * raw argument as a number instead; a failed read leaves 0: decided as a new
+	 * context, never waved through.
+	 */
+	bpf_probe_read_kernel(&context_inode_raw, sizeof(context_inode_raw), (void *)ctx + 2 * sizeof(u64));
+
+	cfg = active_config(&gen);
+	if (!cfg)
+		return -EPERM;
+	if (context_inode_raw) {
+		/* A fork event duplicating a context that passed the gate when it was made. */
+		count(cfg->mode, V_ALLOW, P_FORK_EVENT);
+		return 0;
+	}
+	task = bpf_get_current_task_btf();
+	decode_request(task, (struct pt_regs *)bpf_task_pt_regs(task), &req);
+	return decide(task, &req, cfg, gen, BACKEND_LSM) == V_DENY ? -EPERM : 0;
+}
+
+/*
+ * The audit backend, for kernels that will not run LSM programs: every syscall's
+ * exit, filtered to the userfaultfd syscall and USERFAULTFD_IOC_NEW through every
+ * ABI, that created a context. It cannot refuse; optionally it kills. Attaching
+ * it puts every task on the slow syscall path: a cost on every syscall.
+ */
+SEC("raw_tracepoint/sys_exit")
+int uffdgate_sys_exit(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+	long ret = (long)ctx->args[1];
+	struct task_struct *task;
+	struct uffd_config *cfg;
+	struct request req;
+	u32 nr, gen;
+
+	if (ret < 0)
+		return 0;
+	nr = (u32)BPF_CORE_READ(regs, orig_ax);
+	/* The cheap test every syscall pays: is the number one of ours in any ABI? */
+	if (nr != NR64_userfaultfd && nr != NR64_ioctl && nr != NR32_userfaultfd && nr != NR32_ioctl &&
+	    nr != (NR64_userfaultfd | X32_SYSCALL_BIT) && nr != (NRX32_ioctl | X32_SYSCALL_BIT))
+		return 0;
+	task = (struct task_struct *)bpf_get_current_task();
+	decode_request(task, regs, &req);
+	if (req.path == P_UNKNOWN || !req.flags_known)
+		return 0; /* another syscall with the same number in another ABI, or another ioctl */
+	cfg = active_config(&gen);
+	if (!cfg)
+		return 0;
+	if (decide(task, &req, cfg, gen, BACKEND_AUDIT) == V_WOULD_DENY && cfg->kill && !cfg->audit)
+		bpf_send_signal(SIGKILL);
+	return 0;
 }
