@@ -8,6 +8,8 @@ if [[ ${1:-} == generate ]]; then
 	[[ -f /usr/include/bpf/bpf_helpers.h ]] || pkgs+=(libbpf-dev)
 fi
 command -v qemu-system-x86_64 >/dev/null || pkgs+=(qemu-system-x86)
+# The seccomp profile tests compile profiles with libseccomp (cgo, test helper only).
+pkg-config --exists libseccomp 2>/dev/null || pkgs+=(libseccomp-dev pkg-config)
 ((${#pkgs[@]})) || exit 0
 sudo=
 [[ $(id -u) == 0 ]] || sudo=sudo
