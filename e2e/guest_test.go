@@ -276,7 +276,12 @@ func TestMatrix(t *testing.T) {
 	for _, mode := range decision.Modes() {
 		for _, audit := range []bool{false, true} {
 			g := capGate(mode, audit)
-			d := startDaemon(t, policyYAML(g))
+			// Every decision's line is checked here: no rate limit.
+			p := filepath.Join(t.TempDir(), "policy.yaml")
+			if err := os.WriteFile(p, []byte(policyYAML(g)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			d := startDaemonFile(t, p, "--log-burst", "1000000")
 			for _, sysctl := range []int{0, 1} {
 				setSysctl(t, sysctl)
 				k := decision.Kernel{UnprivilegedUserfaultfd: sysctl == 1}
@@ -396,7 +401,7 @@ func TestEndToEnd(t *testing.T) {
 func TestAttackVariants(t *testing.T) {
 	setSysctl(t, 1) // let the syscall path reach the gate for unprivileged callers
 	defer setSysctl(t, 0)
-	d := startDaemon(t, "")
+	d := startDaemonFile(t, "", "--log-burst", "1000000") // every line is checked
 	defer d.stop(t)
 	g := capGate(decision.ModeUserModeOnly, false)
 	k := decision.Kernel{UnprivilegedUserfaultfd: true}

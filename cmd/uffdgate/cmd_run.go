@@ -31,6 +31,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	metricsAddr := fs.String("metrics-addr", metrics.DefaultAddr, "address to serve Prometheus /metrics on (empty: none)")
 	backend := fs.String("backend", "auto", "auto (the LSM gate where it can run), lsm (only the gate), or audit (only report, at syscall exit)")
 	acceptAudit := fs.Bool("accept-audit-only", false, "where the LSM gate cannot run, report with the audit backend instead of refusing to start")
+	logBurst := fs.Int("log-burst", 0, "events logged per executable and decision before rate limiting (default: 20 a second in the kernel, 10 per 10 s in the log)")
 	kill := fs.Bool("kill", false, "audit backend: SIGKILL processes whose requests the policy would refuse (after the fact; see README)")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
@@ -43,6 +44,10 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	case "auto", "lsm", "audit":
 	default:
 		fmt.Fprintf(stderr, "uffdgate run: unknown --backend %q: use auto, lsm or audit\n", *backend)
+		return exitUsage
+	}
+	if *logBurst < 0 {
+		fmt.Fprintln(stderr, "uffdgate run: --log-burst must be 0 (the defaults) or more")
 		return exitUsage
 	}
 	if *kill && *backend == "lsm" {
@@ -67,7 +72,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	signal.Notify(hup, syscall.SIGHUP)
 	err := daemon.Run(ctx, daemon.Options{Policy: pol, PolicyPath: *policyPath, Reload: hup,
 		Host: preflight.Default(), Log: log, StatePath: *statePath, MetricsAddr: *metricsAddr, Version: version,
-		Backend: *backend, AcceptAuditOnly: *acceptAudit, Kill: *kill})
+		Backend: *backend, AcceptAuditOnly: *acceptAudit, Kill: *kill, LogBurst: *logBurst})
 	if err == nil {
 		return exitOK
 	}

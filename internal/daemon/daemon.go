@@ -53,6 +53,10 @@ type Options struct {
 	// Kill makes the audit backend SIGKILL processes whose requests the policy
 	// would refuse.
 	Kill bool
+	// LogBurst is how many events per executable and decision are logged before
+	// the rate limits apply (the kernel's per second, the log's per 10 s); 0 for
+	// the defaults.
+	LogBurst int
 }
 
 // tick is how often the daemon looks for a changed policy file, re-resolves the
@@ -90,7 +94,11 @@ type daemon struct {
 // (a *preflight.Problem where the host is the cause) when the gate cannot be
 // brought up; nothing stays attached in that case.
 func Run(ctx context.Context, opts Options) error {
-	d := &daemon{opts: opts, log: opts.Log, pol: opts.Policy, start: time.Now(), fileText: opts.Policy.Text, limiter: events.NewLimiter(), exeNames: newExeNames(),
+	limiter := events.NewLimiter()
+	if opts.LogBurst > 0 {
+		limiter.Burst = opts.LogBurst
+	}
+	d := &daemon{opts: opts, log: opts.Log, pol: opts.Policy, start: time.Now(), fileText: opts.Policy.Text, limiter: limiter, exeNames: newExeNames(),
 		resolver: newRememberingResolver(policy.HostResolver{}), gens: map[uint32]decision.Gate{}}
 	host := opts.Host
 	if err := host.CheckCommon(); err != nil {
@@ -280,7 +288,7 @@ func (d *daemon) tryBackend(host *preflight.Host, g decision.Gate, b gate.Backen
 			return nil, err
 		}
 	}
-	gt, err := gate.Load(g, gate.Options{Backend: b, Kill: d.opts.Kill})
+	gt, err := gate.Load(g, gate.Options{Backend: b, Kill: d.opts.Kill, EventBurst: uint32(d.opts.LogBurst)})
 	if err != nil {
 		return nil, asProblem(err)
 	}

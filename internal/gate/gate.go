@@ -6,6 +6,7 @@ package gate
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -30,6 +31,7 @@ const configMagic = 0x75666667 // must match CONFIG_MAGIC in gate.bpf.c
 type Gate struct {
 	backend Backend
 	kill    bool
+	burst   uint32
 	maps    gateMaps
 	prog    *ebpf.Program
 	link    link.Link
@@ -61,7 +63,14 @@ type Options struct {
 	// Kill makes the audit backend SIGKILL a process whose request the policy
 	// would refuse (after the context exists: much weaker than refusing).
 	Kill bool
+	// EventBurst is how many events per executable and verdict the kernel sends
+	// each second before it only counts them (DefaultEventBurst when 0).
+	EventBurst uint32
 }
+
+// DefaultEventBurst bounds what one program's flood of requests can push
+// through the ring buffer, so that it cannot crowd out another's.
+const DefaultEventBurst = 20
 
 // ErrKernelRefused means the kernel would not load or attach the LSM program even
 // though the caller is privileged.
@@ -96,7 +105,7 @@ func Load(g decision.Gate, o Options) (*Gate, error) {
 	if err != nil {
 		return nil, explainLoad(err)
 	}
-	gt := &Gate{backend: o.Backend, kill: o.Kill, maps: maps, prog: prog}
+	gt := &Gate{backend: o.Backend, kill: o.Kill, burst: cmp.Or(o.EventBurst, DefaultEventBurst), maps: maps, prog: prog}
 	if err := gt.Apply(g); err != nil {
 		gt.Close()
 		return nil, err

@@ -60,7 +60,7 @@ type gateUffdConfig struct {
 	Mode        uint32
 	Audit       uint32
 	Kill        uint32
-	Pad         uint32
+	EventBurst  uint32
 	Rules       uint64
 	GrantKernel uint64
 	GrantUmo    uint64

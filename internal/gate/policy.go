@@ -20,7 +20,7 @@ type compiled struct {
 	cgroups map[gateCgroupKey]gateCgroupVal
 }
 
-func compile(g decision.Gate, gen uint32, kill bool) (*compiled, error) {
+func compile(g decision.Gate, gen uint32, kill bool, burst uint32) (*compiled, error) {
 	if len(g.Rules) > decision.MaxRules {
 		return nil, fmt.Errorf("%d rules: at most %d fit", len(g.Rules), decision.MaxRules)
 	}
@@ -35,6 +35,7 @@ func compile(g decision.Gate, gen uint32, kill bool) (*compiled, error) {
 	if kill {
 		c.cfg.Kill = 1
 	}
+	c.cfg.EventBurst = burst
 	for i, r := range g.Rules {
 		bit := uint64(1) << uint(i)
 		c.cfg.Rules |= bit
@@ -97,7 +98,7 @@ func compile(g decision.Gate, gen uint32, kill bool) (*compiled, error) {
 // two generations old are removed afterwards: no decision can still use them.
 func (gt *Gate) Apply(g decision.Gate) error {
 	gen := gt.gen + 1
-	c, err := compile(g, gen, gt.kill)
+	c, err := compile(g, gen, gt.kill, gt.burst)
 	if err != nil {
 		return err
 	}

@@ -72,7 +72,7 @@ struct uffd_config {
 	u32 mode;
 	u32 audit;
 	u32 kill;         /* audit backend only: SIGKILL a process whose request it would deny */
-	u32 pad;
+	u32 event_burst;  /* events per executable and verdict per second before counting only */
 	u64 rules;        /* bit per defined rule */
 	u64 grant_kernel; /* rules granting kernel-fault contexts */
 	u64 grant_umo;    /* rules granting user-mode-only contexts (matters in mode deny) */
@@ -207,7 +207,6 @@ struct {
  * cannot crowd the ring buffer and hide another program's requests.
  */
 #define RL_WINDOW_NS 1000000000ULL
-#define RL_BURST 20
 
 struct rl_key {
 	u64 ino;
@@ -425,7 +424,7 @@ static __always_inline void emit(struct task_struct *task, const struct cred *cr
 		rv->window_start = now;
 		rv->in_window = 1;
 		carry = __sync_lock_test_and_set(&rv->suppressed, 0);
-	} else if (__sync_fetch_and_add(&rv->in_window, 1) >= RL_BURST) {
+	} else if (__sync_fetch_and_add(&rv->in_window, 1) >= cfg->event_burst) {
 		__sync_fetch_and_add(&rv->suppressed, 1);
 		return;
 	}
