@@ -5,6 +5,7 @@
 package preflight
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"os"
@@ -34,8 +35,6 @@ type Host struct {
 	SecurityFS    string // "/sys/kernel/security"
 	VmlinuxBTF    string // "/sys/kernel/btf/vmlinux"
 	MountSecurity bool   // try to mount securityfs when it is missing
-
-	spec *btf.Spec // the kernel's BTF, once CheckBTF read it
 }
 
 // Default is the running host.
@@ -121,25 +120,32 @@ func (h *Host) CheckBTF() error {
 	if err != nil {
 		return &Problem{What: "cannot parse the kernel's BTF: " + err.Error(), Fix: "report this kernel's version to uffdgate's issue tracker"}
 	}
-	h.spec = spec
+	_ = spec // parsed to prove it is BTF; the loader maps its own
 	return nil
 }
 
-// CheckLSMCompiled verifies the kernel was built with BPF LSM (CheckBTF first).
+// CheckLSMCompiled verifies the kernel was built with BPF LSM: its hook
+// functions are in kallsyms. (Looking it up in the BTF would index every kernel
+// type: megabytes the daemon then keeps as its peak memory.)
 func (h *Host) CheckLSMCompiled() error {
-	if h.spec == nil {
-		if err := h.CheckBTF(); err != nil {
-			return err
+	f, err := os.Open(filepath.Join(h.Proc, "kallsyms"))
+	if err != nil {
+		return nil // cannot tell here; loading the program will
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if strings.HasSuffix(sc.Text(), " bpf_lsm_inode_init_security_anon") {
+			return nil
 		}
 	}
-	var fn *btf.Func
-	if err := h.spec.TypeByName("bpf_lsm_inode_init_security_anon", &fn); err != nil {
-		return &Problem{
-			What: "this kernel was built without BPF LSM support (no bpf_lsm_inode_init_security_anon in its BTF; CONFIG_BPF_LSM)",
-			Fix:  "boot a kernel built with CONFIG_BPF_LSM=y (Debian, Ubuntu, Fedora and RHEL kernels are)",
-		}
+	if sc.Err() != nil {
+		return nil
 	}
-	return nil
+	return &Problem{
+		What: "this kernel was built without BPF LSM support (no bpf_lsm_inode_init_security_anon in /proc/kallsyms; CONFIG_BPF_LSM)",
+		Fix:  "boot a kernel built with CONFIG_BPF_LSM=y (Debian, Ubuntu, Fedora and RHEL kernels are)",
+	}
 }
 
 // ActiveLSMs returns the active LSM list, mounting securityfs if needed.
