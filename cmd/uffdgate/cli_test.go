@@ -204,7 +204,9 @@ func checkRefusal(t *testing.T, stdout, stderr string, code int, statePath strin
 
 func TestRunRefusedOnThisHost(t *testing.T) {
 	requireRoot(t)
-	good := writeFile(t, "good.yaml", "mode: deny\naudit: true\nallowlist:\n  capabilities: [CAP_SYS_PTRACE, sys_admin]\n")
+	// Enforcing policies: where the LSM gate cannot run they must not quietly
+	// become reporting-only (an audit policy may: the audit backend serves it).
+	good := writeFile(t, "good.yaml", "mode: deny\naudit: false\nallowlist:\n  capabilities: [CAP_SYS_PTRACE, sys_admin]\n")
 	for _, c := range []struct {
 		name string
 		args []string

@@ -264,7 +264,7 @@ func (d *daemon) bringUp(host *preflight.Host, g decision.Gate) (*gate.Gate, err
 		d.lsmWhy = p.What
 		if !d.pol.Audit && !d.opts.AcceptAuditOnly {
 			return nil, &preflight.Problem{
-				What: "the BPF LSM gate cannot run here: " + p.What + "\nOnly the audit backend can, which reports userfaultfd creations but cannot refuse them, and the policy asks to enforce",
+				What: p.What + "; only the audit backend can run here, which reports userfaultfd creations but cannot refuse them, and the policy asks to enforce",
 				Fix:  p.Fix + "; or, to report without refusing, run `uffdgate run --accept-audit-only` (or set `audit: true` in the policy)",
 			}
 		}
