@@ -220,3 +220,61 @@ func TestAuditBackend(t *testing.T) {
 		t.Errorf("with --kill, a user-mode-only request: %v %s", err, out)
 	}
 }
+
+// TestProbeAndExplainWithGate: with the gate running, `uffdgate probe` finds the
+// kernel behaving exactly as the kernel plus the policy should, and `uffdgate
+// explain` names uffdgate as the layer that refuses what the gate refuses, and
+// not what it never sees.
+func TestProbeAndExplainWithGate(t *testing.T) {
+	d := startDaemon(t, "")
+	defer d.stop(t)
+	out, err := exec.Command(uffdgateBin, "probe", "--json").Output()
+	var p struct {
+		Summary struct{ Cells, Match, Mismatch int } `json:"summary"`
+		Cells   []struct {
+			Expected string `json:"expected"`
+		} `json:"cells"`
+	}
+	if err != nil || json.Unmarshal(out, &p) != nil {
+		t.Fatalf("probe: %v\n%s", err, out)
+	}
+	gateRefusals := 0
+	for _, c := range p.Cells {
+		if c.Expected == "EPERM (uffdgate)" {
+			gateRefusals++
+		}
+	}
+	if p.Summary.Mismatch != 0 || p.Summary.Match < 32 || gateRefusals == 0 {
+		t.Errorf("probe with the gate: %+v, %d cells expected refused by uffdgate\n%s", p.Summary, gateRefusals, out)
+	}
+	fmt.Printf("PROBE with the gate: %d cells, %d match, %d mismatch, %d refused by uffdgate\n", p.Summary.Cells, p.Summary.Match, p.Summary.Mismatch, gateRefusals)
+
+	// Root without CAP_SYS_PTRACE: the device hands it a kernel-fault context
+	// unless uffdgate refuses; the syscall is refused by the kernel first.
+	out, err = exec.Command(uffdgateBin, "explain", "--json", "--exe", tryBin, "--uid", "0", "--caps", "CAP_SYS_ADMIN").Output()
+	var e struct {
+		Requests []struct {
+			Path         string `json:"path"`
+			UserModeOnly bool   `json:"user_mode_only"`
+			Outcome      string `json:"outcome"`
+			DecidedBy    string `json:"decided_by"`
+		} `json:"requests"`
+	}
+	if err != nil || json.Unmarshal(out, &e) != nil {
+		t.Fatalf("explain: %v\n%s", err, out)
+	}
+	seen := 0
+	for _, r := range e.Requests {
+		if r.UserModeOnly {
+			continue
+		}
+		seen++
+		want := map[string]string{"ioctl": "uffdgate", "syscall": "kernel"}[r.Path]
+		if r.Outcome != "EPERM" || r.DecidedBy != want {
+			t.Errorf("explain, kernel-fault %s request: %s decided by %s, want EPERM decided by %s\n%s", r.Path, r.Outcome, r.DecidedBy, want, out)
+		}
+	}
+	if seen != 2 {
+		t.Errorf("explain gave %d kernel-fault requests, want 2:\n%s", seen, out)
+	}
+}

@@ -33,7 +33,7 @@ func TestVM(t *testing.T) {
 	for _, e := range examples {
 		files["/examples/"+filepath.Base(e)] = e
 	}
-	matrix := regexp.MustCompile(`(?m)^(MATRIX|RULES|TREE|RELOAD|FLOOD) .*$`)
+	matrix := regexp.MustCompile(`(?m)^(MATRIX|RULES|TREE|RELOAD|FLOOD|PROBE) .*$`)
 	for _, k := range kernels {
 		t.Run(k.Series, func(t *testing.T) {
 			t.Parallel()
