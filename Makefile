@@ -1,13 +1,19 @@
 # uffdgate — see README.md.
-#   make demo    the main job on this machine: the gate on a real kernel, in a VM
+#   make run     the main job: uffdgate with the embedded default policy on this host
 #   make test    every test, VM tests included (what .ci/run runs)
+#   make demo    the gate enforcing on a real stock kernel, in a VM
 GO ?= go
 export CGO_ENABLED ?= 0
 
-.PHONY: build test demo deps kernels generate vet
+.PHONY: build run test demo deps kernels generate vet
 
 build:
 	$(GO) build -trimpath -o uffdgate ./cmd/uffdgate
+
+# Enforces where the kernel runs BPF LSM programs; elsewhere (this development
+# machine's kernel refuses them) it says why and reports with the audit backend.
+run: build
+	./uffdgate run --accept-audit-only
 
 # Debian kernels and QEMU for the VM tests (internal/vmtest).
 kernels:
