@@ -5,7 +5,7 @@
 GO ?= go
 export CGO_ENABLED ?= 0
 
-.PHONY: build run test demo deps kernels generate vet
+.PHONY: build run test demo bench deps kernels generate vet
 
 build:
 	$(GO) build -trimpath -o uffdgate ./cmd/uffdgate
@@ -32,6 +32,12 @@ test: deps vet
 
 demo: kernels
 	$(GO) test -count=1 -run '^TestDemo$$' -v ./e2e
+
+# The cost figures of BENCHMARKS.md: this machine's CPU (seccomp, audit backend)
+# and a VM boot (all variants, LSM gate included), each interleaved in one run.
+bench: deps
+	$(GO) test -count=1 -run '^$$' -bench HostSyscallTax -benchtime 1x -v ./e2e
+	UFFDGATE_BENCH=full $(GO) test -count=1 -timeout 60m -run '^TestBench$$' -v ./e2e
 
 # Regenerates the committed BPF objects (internal/gate/*_bpfel.*).
 generate:

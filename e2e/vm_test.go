@@ -108,3 +108,38 @@ func TestVMRefusesWithoutBPFLSM(t *testing.T) {
 		}
 	}
 }
+
+// TestBench is `make bench` in a VM: every variant in one boot, interleaved. In
+// the normal test run it is a smoke test (tiny iteration counts) so the
+// benchmark code cannot rot; UFFDGATE_BENCH=full runs the real measurement.
+func TestBench(t *testing.T) {
+	k := vmtest.Kernels(t)[len(vmtest.Kernels(t))-1]
+	dir := t.TempDir()
+	argv := []string{"/benchguest", "-n", "2000", "-rounds", "1"}
+	timeout := 6 * time.Minute
+	if os.Getenv("UFFDGATE_BENCH") == "full" {
+		argv = []string{"/benchguest", "-n", "100000", "-rounds", "5"}
+		timeout = 50 * time.Minute
+	}
+	res := vmtest.Run(t, k, vmtest.Guest{Files: map[string]string{
+		"/uffdgate":   vmtest.BuildStatic(t, module+"/cmd/uffdgate", dir),
+		"/uffdtry":    vmtest.BuildStatic(t, module+"/e2e/uffdtry", dir),
+		"/benchguest": vmtest.BuildStatic(t, module+"/e2e/benchguest", dir),
+	}, Argv: argv}, timeout)
+	var keep []string
+	in := false
+	for _, l := range strings.Split(res.Output, "\n") {
+		switch {
+		case l == "BENCH-TABLE-BEGIN":
+			in = true
+		case l == "BENCH-TABLE-END":
+			in = false
+		case in || strings.HasPrefix(l, "BENCH"):
+			keep = append(keep, l)
+		}
+	}
+	t.Logf("kernel %s, QEMU %v, %v:\n%s", k.Version, argv, res.Duration.Round(time.Second), strings.Join(keep, "\n"))
+	if res.ExitCode != 0 || len(keep) < 10 {
+		t.Fatalf("benchmark failed (exit %d):\n%s", res.ExitCode, guestFailures(res.Output))
+	}
+}
