@@ -227,6 +227,9 @@ func Run(t testing.TB, k Kernel, g Guest, timeout time.Duration) Result {
 
 	fail := func(format string, a ...any) {
 		t.Helper()
+		if oops := kernelOops(res.Output); oops != "" {
+			t.Logf("vmtest: the guest kernel oopsed:\n%s", oops)
+		}
 		t.Logf("vmtest: console tail (full log %s):\n%s", logPath, tail(res.Output, 60))
 		if stderr.Len() > 0 {
 			t.Logf("vmtest: qemu stderr:\n%s", stderr.Bytes())
@@ -368,4 +371,18 @@ func (c *crlfWriter) String() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.buf.String()
+}
+
+// kernelOops returns the first kernel oops report in out (from its first line
+// to 80 lines on), so that a crash's call trace is not lost above the tail.
+func kernelOops(out string) string {
+	lines := strings.Split(out, "\n")
+	for i, l := range lines {
+		for _, m := range []string{"BUG:", "Oops:", "general protection fault", "kernel BUG at", "WARNING: CPU:"} {
+			if strings.Contains(l, m) {
+				return strings.Join(lines[max(0, i-2):min(len(lines), i+80)], "\n")
+			}
+		}
+	}
+	return ""
 }
