@@ -2,8 +2,11 @@ package daemon
 
 import (
 	"fmt"
+	"os"
 	"slices"
 	"sync"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/uffdgate/uffdgate/internal/decision"
 	"github.com/uffdgate/uffdgate/internal/policy"
@@ -15,31 +18,62 @@ const rememberedPerPath = 4
 // rememberingResolver keeps allowing the files that were at an allowed path
 // before an upgrade renamed a new one over it: processes started from the old
 // binary keep working, and the new binary is allowed as soon as it is seen.
+//
+// It holds an O_PATH descriptor on every file it remembers: an identity is a
+// device and inode number, and a freed inode number is soon handed to some
+// other new file (ext4 does at once), which would then inherit the allowance.
+// A held inode is never freed, so its number is never reused.
 type rememberingResolver struct {
 	policy.Resolver
 	mu   sync.Mutex
-	seen map[string][]decision.FileID // newest last
+	seen map[string][]held // newest last
+}
+
+type held struct {
+	id decision.FileID
+	fd int
 }
 
 func newRememberingResolver(r policy.Resolver) *rememberingResolver {
-	return &rememberingResolver{Resolver: r, seen: map[string][]decision.FileID{}}
+	return &rememberingResolver{Resolver: r, seen: map[string][]held{}}
 }
 
 func (r *rememberingResolver) Executables(path string) ([]decision.FileID, error) {
-	ids, err := r.Resolver.Executables(path)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	old := r.seen[path]
-	for _, id := range ids {
-		if !slices.Contains(old, id) {
-			old = append(old, id)
+	// The identity is taken from the descriptor that pins it: no race between
+	// stat and open.
+	fd, err := unix.Open(path, unix.O_PATH|unix.O_CLOEXEC, 0)
+	if err == nil {
+		var st unix.Stat_t
+		if err = unix.Fstat(fd, &st); err == nil && st.Mode&unix.S_IFMT != unix.S_IFREG {
+			err = fmt.Errorf("%s is not a regular file", path)
+		}
+		if err != nil {
+			unix.Close(fd)
+		} else {
+			id := decision.FileID{Dev: decision.KernelDev(st.Dev), Ino: st.Ino}
+			if slices.ContainsFunc(old, func(h held) bool { return h.id == id }) {
+				unix.Close(fd)
+			} else {
+				old = append(old, held{id, fd})
+			}
 		}
 	}
-	if len(old) > rememberedPerPath {
-		old = old[len(old)-rememberedPerPath:]
+	if err != nil {
+		err = &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	for len(old) > rememberedPerPath {
+		unix.Close(old[0].fd)
+		old = old[1:]
 	}
 	r.seen[path] = old
-	return slices.Clone(old), err
+	ids := make([]decision.FileID, len(old))
+	for i, h := range old {
+		ids[i] = h.id
+	}
+	return ids, err
 }
 
 // exeNames remembers the paths of executables seen in events, by identity, so
