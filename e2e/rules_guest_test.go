@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"bufio"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -429,5 +430,98 @@ func TestExamplePolicies(t *testing.T) {
 			runSteps(t, d, c.steps)
 			d.stop(t)
 		})
+	}
+}
+
+const forgeBin = "/exeforge"
+
+// forgeResult is what exeforge prints.
+type forgeResult struct {
+	ForgedErrno int    `json:"forged_errno"`
+	UffdErrno   int    `json:"uffd_errno"`
+	PID         int    `json:"pid"`
+	Error       string `json:"error"`
+}
+
+// TestExecutableForgery: an unprivileged process that points its executable link
+// at an allowed binary (prctl PR_SET_MM_MAP with exe_fd, from inside a user
+// namespace of its own) is still judged by the file it exec'd; the event says
+// its link was replaced. The allowed binary itself keeps working.
+func TestExecutableForgery(t *testing.T) {
+	vmm := install(t, "/tmp/forge/vmm", 0o755)
+	d := startDaemon(t, "rules:\n  - name: vmm\n    executables: [/tmp/forge/vmm]\nallowlist: {capabilities: []}\n")
+	defer d.stop(t)
+	setSysctl(t, 1) // the kernel's own check lets uid 1000 through: the gate alone decides
+	defer setSysctl(t, 0)
+	runSteps(t, d, []step{{"the allowed binary", subj(vmm, as(testUID, "-try", kfReq)...), []int{ok}}})
+	for _, path := range []string{"syscall", "/dev/userfaultfd"} {
+		out, err := exec.Command(forgeBin, fmt.Sprint(testUID), vmm, path).CombinedOutput()
+		var r forgeResult
+		if jerr := json.Unmarshal(out, &r); err != nil || jerr != nil || r.Error != "" {
+			t.Fatalf("exeforge %s: %v %v: %s", path, err, jerr, out)
+		}
+		if r.ForgedErrno != 0 {
+			t.Fatalf("exeforge %s: prctl(PR_SET_MM_MAP) failed with %s: the forgery did not happen, so this test proves nothing", path, errnoName(r.ForgedErrno))
+		}
+		if r.UffdErrno != eperm {
+			t.Errorf("%s: a process posing as %s got %s for a kernel-fault context, want EPERM", path, vmm, errnoName(r.UffdErrno))
+		}
+		ev, found := d.waitFor(func(m map[string]any) bool { return m["pid"] == float64(r.PID) && m["event"] == "decision" }, 10*time.Second)
+		switch {
+		case !found:
+			t.Errorf("%s: no event for the forging process %d:\n%s", path, r.PID, d.log())
+		case ev["decision"] != "deny" || ev["exe_replaced"] != true || ev["exe"] != vmm || !strings.Contains(ev["reason"].(string), "replaced after exec"):
+			t.Errorf("%s: event for the forging process: %v; want a denial with exe_replaced, exe %s and the reason saying so", path, ev, vmm)
+		}
+	}
+	fmt.Println("RULES forgery cases: 2 paths")
+}
+
+// TestPreexistingProcess: a process started before uffdgate (so without an exec
+// record) is judged by its current executable.
+func TestPreexistingProcess(t *testing.T) {
+	vmm := install(t, "/tmp/pre/vmm", 0o755)
+	start := func(bin string) (*exec.Cmd, io.WriteCloser, *strings.Builder) {
+		cmd := exec.Command(bin, as(testUID, "-wait", "-try", kfReq)...)
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		stderr, err := cmd.StderrPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out strings.Builder
+		cmd.Stdout = &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if line, err := bufio.NewReader(stderr).ReadString('\n'); err != nil || line != "ready\n" {
+			t.Fatalf("%s -wait: %q, %v", bin, line, err)
+		}
+		return cmd, in, &out
+	}
+	allowed, allowedIn, allowedOut := start(vmm)
+	other, otherIn, otherOut := start(tryBin)
+	d := startDaemon(t, "rules:\n  - name: vmm\n    executables: [/tmp/pre/vmm]\nallowlist: {capabilities: []}\n")
+	defer d.stop(t)
+	for _, c := range []struct {
+		name string
+		cmd  *exec.Cmd
+		in   io.WriteCloser
+		out  *strings.Builder
+		want int
+	}{{"the allowed binary, started before uffdgate", allowed, allowedIn, allowedOut, ok}, {"another binary, started before uffdgate", other, otherIn, otherOut, eperm}} {
+		fmt.Fprintln(c.in, "go")
+		if err := c.cmd.Wait(); err != nil {
+			t.Fatalf("%s: %v: %s", c.name, err, c.out)
+		}
+		var r report
+		if err := json.Unmarshal([]byte(c.out.String()), &r); err != nil || len(r.Attempts) != 1 {
+			t.Fatalf("%s: %v: %s", c.name, err, c.out)
+		}
+		if got := r.Attempts[0].Errno; got != c.want {
+			t.Errorf("%s: %s, want %s", c.name, errnoName(got), errnoName(c.want))
+		}
 	}
 }

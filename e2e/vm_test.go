@@ -25,6 +25,7 @@ func TestVM(t *testing.T) {
 		"/uffdgate": vmtest.BuildStatic(t, module+"/cmd/uffdgate", dir),
 		"/uffdtry":  vmtest.BuildStatic(t, module+"/e2e/uffdtry", dir),
 		"/e2e.test": vmtest.BuildTest(t, module+"/e2e", dir, "vme2e"),
+		"/exeforge": vmtest.BuildC(t, "e2e/exeforge/exeforge.c", dir),
 	}
 	examples, err := filepath.Glob("../examples/*.yaml")
 	if err != nil || len(examples) == 0 {

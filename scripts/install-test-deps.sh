@@ -8,6 +8,9 @@ if [[ ${1:-} == generate ]]; then
 	[[ -f /usr/include/bpf/bpf_helpers.h ]] || pkgs+=(libbpf-dev)
 fi
 command -v qemu-system-x86_64 >/dev/null || pkgs+=(qemu-system-x86)
+# A VM test subject is C (e2e/exeforge), built static.
+command -v gcc >/dev/null || pkgs+=(gcc)
+[[ -f /usr/lib/x86_64-linux-gnu/libc.a ]] || pkgs+=(libc6-dev)
 # The seccomp profile tests compile profiles with libseccomp (cgo, test helper only).
 pkg-config --exists libseccomp 2>/dev/null || pkgs+=(libseccomp-dev pkg-config)
 ((${#pkgs[@]})) || exit 0

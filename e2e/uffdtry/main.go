@@ -6,6 +6,7 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -61,6 +62,7 @@ func main() {
 	repeat := flag.Int("repeat", 1, "make the -try requests this many times and report counts per errno")
 	then := flag.String("then", "", "after reporting: `exec` or `spawn` the command in -next")
 	next := flag.String("next", "", "program and arguments, space-separated, for -then")
+	wait := flag.Bool("wait", false, "print \"ready\" on stderr, then wait for a line on stdin before acting")
 	flag.Parse()
 
 	runtime.LockOSThread()
@@ -87,6 +89,12 @@ func main() {
 	}
 	rep.UID = os.Getuid()
 	rep.CapEff = capEff()
+	if *wait {
+		fmt.Fprintln(os.Stderr, "ready")
+		if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
+			fail(rep, fmt.Errorf("-wait: %w", err))
+		}
+	}
 	switch {
 	case *e2e != "":
 		if err := scenario(&rep, *e2e, *path); err != nil {

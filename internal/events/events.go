@@ -4,6 +4,7 @@
 package events
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -44,6 +45,10 @@ type Record struct {
 	Allowlisted      bool
 	Comm             string
 	ExePath          string // the executable's path as the kernel walked it; "" if none
+	// ExeReplaced: the process's executable link (mm->exe_file, /proc/PID/exe) is
+	// not the file it exec'd: it was changed with prctl(PR_SET_MM), as a process
+	// posing as another program would. Executable rules judged the exec'd file.
+	ExeReplaced bool
 }
 
 // Event is a Record with what user space adds to it.
@@ -101,6 +106,9 @@ func (e *Enricher) Enrich(r Record, now time.Time) Event {
 	if res.Verdict != r.Verdict {
 		// The kernel is authoritative; say so rather than explain something else.
 		ev.Reason = fmt.Sprintf("kernel decided %s where the reference model says %s for the same rules (please report)", r.Verdict, res.Verdict)
+	}
+	if r.ExeReplaced {
+		ev.Reason += "; its executable link was replaced after exec (prctl PR_SET_MM), so executable rules judged the file it executed, not " + cmp.Or(ev.Executable, "the link")
 	}
 	if r.Verdict != decision.Allow && r.Request.FlagsKnown && r.Request.Flags&decision.UserModeOnly == 0 && ev.Executable != "" {
 		ev.Remedy += fmt.Sprintf("; the executable is %s", ev.Executable)
@@ -229,6 +237,7 @@ func Log(ctx context.Context, l *slog.Logger, ev Event) {
 		slog.String("user", ev.User),
 		slog.String("comm", ev.Comm),
 		slog.String("exe", ev.Executable),
+		slog.Bool("exe_replaced", ev.ExeReplaced),
 		slog.String("cgroup", ev.Cgroup),
 		slog.String("mode", ev.Mode.String()),
 		slog.Bool("audit", ev.Audit),

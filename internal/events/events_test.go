@@ -307,7 +307,7 @@ func TestEnrichExplains(t *testing.T) {
 // The documented field names of a decision line (README "Events"), and the
 // slog fields every JSON line has.
 var documentedFields = []string{"time", "level", "msg", "event", "decision", "path", "flags", "flags_decoded",
-	"pid", "tgid", "ppid", "uid", "euid", "user", "comm", "exe", "cgroup", "mode", "audit",
+	"pid", "tgid", "ppid", "uid", "euid", "user", "comm", "exe", "exe_replaced", "cgroup", "mode", "audit",
 	"allowlisted", "cap_effective", "init_userns", "reason", "remedy"}
 
 func logLine(t *testing.T, ev Event) map[string]any {

@@ -37,6 +37,17 @@ type Gate struct {
 	link    link.Link
 	events  *ringbuf.Reader
 	gen     uint32 // policy generation in force
+	tracker tracker
+}
+
+// tracker is the exec tracker: what executable rules judge a task by (see
+// exec_ids in gate.bpf.c). Attached when a policy first has executable rules
+// and never detached before Close: a record that missed an exec while it was
+// detached would otherwise vouch for the wrong program.
+type tracker struct {
+	exec, fork *ebpf.Program
+	links      []link.Link
+	since      uint64 // CLOCK_MONOTONIC ns from which every new task has a record; 0 until attached
 }
 
 // Backend is how the gate sees requests.
@@ -87,25 +98,30 @@ func Load(g decision.Gate, o Options) (*Gate, error) {
 	// given): the other may be refused by this kernel.
 	var maps gateMaps
 	var prog *ebpf.Program
+	var trk tracker
 	if o.Backend == Audit {
 		var objs struct {
 			gateMaps
-			Prog *ebpf.Program `ebpf:"uffdgate_sys_exit"`
+			Prog      *ebpf.Program `ebpf:"uffdgate_sys_exit"`
+			TrackExec *ebpf.Program `ebpf:"uffdgate_track_exec"`
+			TrackFork *ebpf.Program `ebpf:"uffdgate_track_fork"`
 		}
 		err = spec.LoadAndAssign(&objs, nil)
-		maps, prog = objs.gateMaps, objs.Prog
+		maps, prog, trk = objs.gateMaps, objs.Prog, tracker{exec: objs.TrackExec, fork: objs.TrackFork}
 	} else {
 		var objs struct {
 			gateMaps
-			Prog *ebpf.Program `ebpf:"uffdgate_anon_inode"`
+			Prog      *ebpf.Program `ebpf:"uffdgate_anon_inode"`
+			TrackExec *ebpf.Program `ebpf:"uffdgate_track_exec"`
+			TrackFork *ebpf.Program `ebpf:"uffdgate_track_fork"`
 		}
 		err = spec.LoadAndAssign(&objs, nil)
-		maps, prog = objs.gateMaps, objs.Prog
+		maps, prog, trk = objs.gateMaps, objs.Prog, tracker{exec: objs.TrackExec, fork: objs.TrackFork}
 	}
 	if err != nil {
 		return nil, explainLoad(err)
 	}
-	gt := &Gate{backend: o.Backend, kill: o.Kill, burst: cmp.Or(o.EventBurst, DefaultEventBurst), maps: maps, prog: prog}
+	gt := &Gate{backend: o.Backend, kill: o.Kill, burst: cmp.Or(o.EventBurst, DefaultEventBurst), maps: maps, prog: prog, tracker: trk}
 	if err := gt.Apply(g); err != nil {
 		gt.Close()
 		return nil, err
@@ -242,6 +258,7 @@ func DecodeRecord(b []byte) (events.Record, error) {
 		Allowlisted:      e.Allowlisted != 0,
 		Comm:             cString(e.Comm[:]),
 		ExePath:          exePath(&e),
+		ExeReplaced:      e.ExeReplaced != 0,
 	}, nil
 }
 
@@ -332,7 +349,36 @@ func (gt *Gate) PendingHeld() ([]Held, error) {
 	return out, it.Err()
 }
 
-// Close detaches the program and frees everything.
+// attachTracker starts the exec tracker if it is not running yet. Tasks started
+// from the returned time on all have records; older ones are judged by their
+// current executable until they exec.
+func (gt *Gate) attachTracker() error {
+	if gt.tracker.since != 0 {
+		return nil
+	}
+	for _, p := range []*ebpf.Program{gt.tracker.exec, gt.tracker.fork} {
+		l, err := link.AttachTracing(link.TracingOptions{Program: p})
+		if err != nil {
+			for _, l := range gt.tracker.links {
+				l.Close()
+			}
+			gt.tracker.links = nil
+			return fmt.Errorf("attaching the exec tracker (needed by executable rules): %w", err)
+		}
+		gt.tracker.links = append(gt.tracker.links, l)
+	}
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return fmt.Errorf("reading CLOCK_MONOTONIC: %w", err)
+	}
+	gt.tracker.since = uint64(ts.Nano())
+	return nil
+}
+
+// ExecTracking reports whether the exec tracker runs.
+func (gt *Gate) ExecTracking() bool { return gt.tracker.since != 0 }
+
+// Close detaches the programs and frees everything.
 func (gt *Gate) Close() error {
 	var errs []error
 	if gt.events != nil {
@@ -340,6 +386,14 @@ func (gt *Gate) Close() error {
 	}
 	if gt.link != nil {
 		errs = append(errs, gt.link.Close())
+	}
+	for _, l := range gt.tracker.links {
+		errs = append(errs, l.Close())
+	}
+	for _, p := range []*ebpf.Program{gt.prog, gt.tracker.exec, gt.tracker.fork} {
+		if p != nil {
+			errs = append(errs, p.Close())
+		}
 	}
 	errs = append(errs, gt.maps.Close())
 	return errors.Join(errs...)

@@ -33,6 +33,14 @@ type gateExeKey struct {
 	Ino uint64
 }
 
+type gateExecId struct {
+	_      structs.HostLayout
+	Ino    uint64
+	ExecId uint64
+	Dev    uint32
+	Pad    uint32
+}
+
 type gateIdKey struct {
 	_   structs.HostLayout
 	Gen uint32
@@ -54,23 +62,24 @@ type gateRlVal struct {
 }
 
 type gateUffdConfig struct {
-	_           structs.HostLayout
-	Magic       uint32
-	Gen         uint32
-	Mode        uint32
-	Audit       uint32
-	Kill        uint32
-	EventBurst  uint32
-	Rules       uint64
-	GrantKernel uint64
-	GrantUmo    uint64
-	AuditOnly   uint64
-	NoExe       uint64
-	NoCgroup    uint64
-	NoUid       uint64
-	NoGid       uint64
-	NoCaps      uint64
-	CapRules    [64]uint64
+	_                structs.HostLayout
+	Magic            uint32
+	Gen              uint32
+	Mode             uint32
+	Audit            uint32
+	Kill             uint32
+	EventBurst       uint32
+	Rules            uint64
+	GrantKernel      uint64
+	GrantUmo         uint64
+	AuditOnly        uint64
+	NoExe            uint64
+	NoCgroup         uint64
+	NoUid            uint64
+	NoGid            uint64
+	NoCaps           uint64
+	ExecTrackedSince uint64
+	CapRules         [64]uint64
 }
 
 type gateUffdEvent struct {
@@ -101,7 +110,7 @@ type gateUffdEvent struct {
 	Audit            uint8
 	Allowlisted      uint8
 	Backend          uint8
-	Pad              uint8
+	ExeReplaced      uint8
 	Comm             [16]int8
 	ExeDepth         uint32
 	ExeTruncated     uint32
@@ -128,6 +137,7 @@ const (
 	gateMapCounters           = "counters"
 	gateMapEvents             = "events"
 	gateMapExeRules           = "exe_rules"
+	gateMapExecIds            = "exec_ids"
 	gateMapGidRules           = "gid_rules"
 	gateMapLost               = "lost"
 	gateMapRatelimit          = "ratelimit"
@@ -135,6 +145,8 @@ const (
 	gateMapUidRules           = "uid_rules"
 	gateProgUffdgateAnonInode = "uffdgate_anon_inode"
 	gateProgUffdgateSysExit   = "uffdgate_sys_exit"
+	gateProgUffdgateTrackExec = "uffdgate_track_exec"
+	gateProgUffdgateTrackFork = "uffdgate_track_fork"
 	gateVarUnusedEvent        = "unused_event"
 )
 
@@ -182,6 +194,8 @@ type gateSpecs struct {
 type gateProgramSpecs struct {
 	UffdgateAnonInode *ebpf.ProgramSpec `ebpf:"uffdgate_anon_inode"`
 	UffdgateSysExit   *ebpf.ProgramSpec `ebpf:"uffdgate_sys_exit"`
+	UffdgateTrackExec *ebpf.ProgramSpec `ebpf:"uffdgate_track_exec"`
+	UffdgateTrackFork *ebpf.ProgramSpec `ebpf:"uffdgate_track_fork"`
 }
 
 // gateMapSpecs contains maps before they are loaded into the kernel.
@@ -194,6 +208,7 @@ type gateMapSpecs struct {
 	Counters    *ebpf.MapSpec `ebpf:"counters"`
 	Events      *ebpf.MapSpec `ebpf:"events"`
 	ExeRules    *ebpf.MapSpec `ebpf:"exe_rules"`
+	ExecIds     *ebpf.MapSpec `ebpf:"exec_ids"`
 	GidRules    *ebpf.MapSpec `ebpf:"gid_rules"`
 	Lost        *ebpf.MapSpec `ebpf:"lost"`
 	Ratelimit   *ebpf.MapSpec `ebpf:"ratelimit"`
@@ -234,6 +249,7 @@ type gateMaps struct {
 	Counters    *ebpf.Map `ebpf:"counters"`
 	Events      *ebpf.Map `ebpf:"events"`
 	ExeRules    *ebpf.Map `ebpf:"exe_rules"`
+	ExecIds     *ebpf.Map `ebpf:"exec_ids"`
 	GidRules    *ebpf.Map `ebpf:"gid_rules"`
 	Lost        *ebpf.Map `ebpf:"lost"`
 	Ratelimit   *ebpf.Map `ebpf:"ratelimit"`
@@ -249,6 +265,7 @@ func (m *gateMaps) Close() error {
 		m.Counters,
 		m.Events,
 		m.ExeRules,
+		m.ExecIds,
 		m.GidRules,
 		m.Lost,
 		m.Ratelimit,
@@ -270,12 +287,16 @@ type gateVariables struct {
 type gatePrograms struct {
 	UffdgateAnonInode *ebpf.Program `ebpf:"uffdgate_anon_inode"`
 	UffdgateSysExit   *ebpf.Program `ebpf:"uffdgate_sys_exit"`
+	UffdgateTrackExec *ebpf.Program `ebpf:"uffdgate_track_exec"`
+	UffdgateTrackFork *ebpf.Program `ebpf:"uffdgate_track_fork"`
 }
 
 func (p *gatePrograms) Close() error {
 	return _GateClose(
 		p.UffdgateAnonInode,
 		p.UffdgateSysExit,
+		p.UffdgateTrackExec,
+		p.UffdgateTrackFork,
 	)
 }
 

@@ -20,7 +20,7 @@ type compiled struct {
 	cgroups map[gateCgroupKey]gateCgroupVal
 }
 
-func compile(g decision.Gate, gen uint32, kill bool, burst uint32) (*compiled, error) {
+func compile(g decision.Gate, gen uint32, kill bool, burst uint32, trackedSince uint64) (*compiled, error) {
 	if len(g.Rules) > decision.MaxRules {
 		return nil, fmt.Errorf("%d rules: at most %d fit", len(g.Rules), decision.MaxRules)
 	}
@@ -36,6 +36,7 @@ func compile(g decision.Gate, gen uint32, kill bool, burst uint32) (*compiled, e
 		c.cfg.Kill = 1
 	}
 	c.cfg.EventBurst = burst
+	c.cfg.ExecTrackedSince = trackedSince
 	for i, r := range g.Rules {
 		bit := uint64(1) << uint(i)
 		c.cfg.Rules |= bit
@@ -98,7 +99,12 @@ func compile(g decision.Gate, gen uint32, kill bool, burst uint32) (*compiled, e
 // two generations old are removed afterwards: no decision can still use them.
 func (gt *Gate) Apply(g decision.Gate) error {
 	gen := gt.gen + 1
-	c, err := compile(g, gen, gt.kill, gt.burst)
+	if hasExeRules(g) {
+		if err := gt.attachTracker(); err != nil {
+			return fmt.Errorf("policy generation %d (the previous policy stays in force): %w", gen, err)
+		}
+	}
+	c, err := compile(g, gen, gt.kill, gt.burst, gt.tracker.since)
 	if err != nil {
 		return err
 	}
@@ -116,6 +122,15 @@ func (gt *Gate) Apply(g decision.Gate) error {
 	gt.gen = gen
 	gt.purge(func(k uint32) bool { return k != gen && k != gen-1 })
 	return nil
+}
+
+func hasExeRules(g decision.Gate) bool {
+	for _, r := range g.Rules {
+		if r.HasExe {
+			return true
+		}
+	}
+	return false
 }
 
 // Generation is the policy generation in force (events carry it).

@@ -126,6 +126,20 @@ func BuildTest(t testing.TB, pkg, dir string, tags ...string) string {
 	return out
 }
 
+// BuildC compiles the C program src (relative to the repository root) as a
+// static x86-64 binary in dir with the host's gcc, and returns its path. For
+// test subjects that Go cannot be, such as a process that unmaps its own
+// executable.
+func BuildC(t testing.TB, src, dir string) string {
+	t.Helper()
+	out := filepath.Join(dir, strings.TrimSuffix(path.Base(src), ".c"))
+	args := []string{"-static", "-O2", "-Wall", "-Werror", "-fno-stack-protector", "-fcf-protection=none", "-o", out, filepath.Join(repoRoot(t), src)}
+	if b, err := exec.Command("gcc", args...).CombinedOutput(); err != nil {
+		t.Fatalf("gcc %s: %v\n%s (scripts/install-test-deps.sh installs gcc and libc6-dev)", strings.Join(args, " "), err, b)
+	}
+	return out
+}
+
 func goBuild(t testing.TB, verb, out, pkg string, tags []string, extra ...string) {
 	t.Helper()
 	args := append([]string{verb}, extra...)

@@ -82,6 +82,7 @@ struct uffd_config {
 	u64 no_uid;
 	u64 no_gid;
 	u64 no_caps;
+	u64 exec_tracked_since;  /* CLOCK_MONOTONIC ns the exec tracker runs since; 0: not attached */
 	u64 cap_rules[MAX_CAPS]; /* capability -> rules naming it */
 };
 
@@ -134,7 +135,7 @@ struct uffd_event {
 	u8 audit;
 	u8 allowlisted;
 	u8 backend; /* BACKEND_LSM or BACKEND_AUDIT */
-	u8 pad;
+	u8 exe_replaced; /* mm->exe_file is not the file the task exec'd (prctl PR_SET_MM) */
 	char comm[16];
 	/* The executable's path components, leaf first; see exe_path(). */
 	u32 exe_depth;
@@ -226,6 +227,28 @@ struct {
 	__type(key, struct rl_key);
 	__type(value, struct rl_val);
 } ratelimit SEC(".maps");
+
+/*
+ * The executable each task was started from, recorded at exec and inherited at
+ * fork. Executable rules match this, not mm->exe_file: prctl(PR_SET_MM_MAP) can
+ * point that at any file with only CAP_SYS_ADMIN in the caller's own user
+ * namespace, which any user who can create one has. A record is valid only while
+ * its exec_id is the task's self_exec_id, so a record that missed an exec (the
+ * tracker could not update it) never vouches for the new program.
+ */
+struct exec_id {
+	u64 ino;
+	u64 exec_id;
+	u32 dev;
+	u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct exec_id);
+} exec_ids SEC(".maps");
 
 /* Events that did not fit in the ring buffer. */
 struct {
@@ -401,10 +424,43 @@ static __always_inline void count(u32 mode, u32 verdict, u32 path)
 		*c += 1; /* per-CPU slot: no other writer */
 }
 
+static __always_inline void file_id(struct file *f, struct exec_id *id)
+{
+	id->ino = BPF_CORE_READ(f, f_inode, i_ino);
+	id->dev = BPF_CORE_READ(f, f_inode, i_sb, s_dev);
+}
+
+/*
+ * exec_identity is the file executable rules judge the task by: its exec record.
+ * A task that existed before the tracker was attached has none and is judged by
+ * mm->exe_file, the best there is for it. Any other task without a valid record
+ * (one could not be allocated, or it missed an exec) matches no executable rule.
+ */
+static __always_inline bool exec_identity(struct task_struct *task, const struct uffd_config *cfg,
+					  struct exec_id *out)
+{
+	struct exec_id *rec = bpf_task_storage_get(&exec_ids, task, 0, 0);
+	struct file *exe;
+
+	if (rec) {
+		*out = *rec;
+		return rec->exec_id == BPF_CORE_READ(task, self_exec_id);
+	}
+	if (!cfg->exec_tracked_since || BPF_CORE_READ(task, start_time) >= cfg->exec_tracked_since)
+		return false;
+	exe = BPF_CORE_READ(task, mm, exe_file);
+	if (!exe)
+		return false;
+	file_id(exe, out);
+	out->exec_id = BPF_CORE_READ(task, self_exec_id);
+	return true;
+}
+
 static __always_inline void emit(struct task_struct *task, const struct cred *cred, u64 caps,
 				 const struct request *req, const struct uffd_config *cfg, u32 verdict,
 				 bool allowlisted, u64 matched, u32 backend)
 {
+	struct exec_id id;
 	struct uffd_event *e;
 	struct file *exe = BPF_CORE_READ(task, mm, exe_file);
 	struct rl_key rk = { .verdict = verdict };
@@ -464,6 +520,7 @@ static __always_inline void emit(struct task_struct *task, const struct cred *cr
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	e->exe_ino = BPF_CORE_READ(exe, f_inode, i_ino);
 	e->exe_dev = BPF_CORE_READ(exe, f_inode, i_sb, s_dev);
+	e->exe_replaced = exec_identity(task, cfg, &id) && (id.ino != e->exe_ino || id.dev != e->exe_dev);
 	exe_path(e, exe);
 	bpf_ringbuf_submit(e, 0);
 }
@@ -476,17 +533,17 @@ static __always_inline u64 lookup_id(void *map, u32 gen, u32 id)
 	return v ? *v : 0;
 }
 
-/* Rules whose exe selector names the task's executable, by file identity. */
-static __always_inline u64 match_exe(struct task_struct *task, u32 gen)
+/* Rules whose exe selector names the file the task exec'd, by file identity. */
+static __always_inline u64 match_exe(struct task_struct *task, const struct uffd_config *cfg, u32 gen)
 {
-	struct file *exe = BPF_CORE_READ(task, mm, exe_file);
 	struct exe_key k = { .gen = gen };
+	struct exec_id id;
 	u64 *v;
 
-	if (!exe)
+	if (!exec_identity(task, cfg, &id))
 		return 0;
-	k.dev = BPF_CORE_READ(exe, f_inode, i_sb, s_dev);
-	k.ino = BPF_CORE_READ(exe, f_inode, i_ino);
+	k.dev = id.dev;
+	k.ino = id.ino;
 	v = bpf_map_lookup_elem(&exe_rules, &k);
 	return v ? *v : 0;
 }
@@ -566,7 +623,7 @@ static __always_inline u32 decide(struct task_struct *task, const struct request
 	if (cfg->magic == CONFIG_MAGIC && cfg->gen == gen) {
 		matched = cfg->rules;
 		if (matched)
-			matched &= cfg->no_exe | match_exe(task, gen);
+			matched &= cfg->no_exe | match_exe(task, cfg, gen);
 		if (matched)
 			matched &= cfg->no_uid | lookup_id(&uid_rules, gen, BPF_CORE_READ(cred, euid.val));
 		if (matched)
@@ -681,7 +738,7 @@ int uffdgate_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 	if (nr != NR64_userfaultfd && nr != NR64_ioctl && nr != NR32_userfaultfd && nr != NR32_ioctl &&
 	    nr != (NR64_userfaultfd | X32_SYSCALL_BIT) && nr != (NRX32_ioctl | X32_SYSCALL_BIT))
 		return 0;
-	task = (struct task_struct *)bpf_get_current_task();
+	task = bpf_get_current_task_btf();
 	decode_request(task, regs, &req);
 	if (req.path == P_UNKNOWN || !req.flags_known)
 		return 0; /* another syscall with the same number in another ABI, or another ioctl */
@@ -690,5 +747,38 @@ int uffdgate_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 		return 0;
 	if (decide(task, &req, cfg, gen, BACKEND_AUDIT) == V_WOULD_DENY && cfg->kill && !cfg->audit)
 		bpf_send_signal(SIGKILL);
+	return 0;
+}
+
+/*
+ * The exec tracker (attached while the policy has executable rules; both
+ * backends). It runs at exec and fork only, never on other syscalls.
+ */
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(uffdgate_track_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	struct exec_id *rec = bpf_task_storage_get(&exec_ids, p, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+
+	/* No record: a stale one cannot exist either, or it would have been returned. */
+	if (!rec)
+		return 0;
+	file_id(BPF_CORE_READ(bprm, file), rec);
+	rec->exec_id = BPF_CORE_READ(p, self_exec_id);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(uffdgate_track_fork, struct task_struct *parent, struct task_struct *child)
+{
+	struct uffd_config *cfg;
+	struct exec_id id, *rec;
+	u32 gen;
+
+	cfg = active_config(&gen);
+	if (!cfg || !exec_identity(parent, cfg, &id))
+		return 0; /* the child gets no record: it matches no executable rule */
+	rec = bpf_task_storage_get(&exec_ids, child, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (rec)
+		*rec = id; /* the child's self_exec_id is its parent's */
 	return 0;
 }

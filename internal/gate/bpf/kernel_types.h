@@ -36,7 +36,12 @@ enum bpf_map_type {
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
 	BPF_MAP_TYPE_LRU_HASH = 9,
 	BPF_MAP_TYPE_RINGBUF = 27,
+	BPF_MAP_TYPE_TASK_STORAGE = 29,
 };
+
+/* UAPI (include/uapi/linux/bpf.h). */
+#define BPF_F_NO_PREALLOC (1U << 0)
+#define BPF_LOCAL_STORAGE_GET_F_CREATE (1ULL << 0)
 
 /* UAPI (include/uapi/linux/bpf.h): stable, not relocated. */
 struct bpf_raw_tracepoint_args {
@@ -150,10 +155,16 @@ struct mm_struct {
 	struct file *exe_file;
 };
 
+struct linux_binprm {
+	struct file *file;
+};
+
 struct task_struct {
 	struct thread_info thread_info;
 	pid_t pid;
 	pid_t tgid;
+	u64 start_time;   /* CLOCK_MONOTONIC ns */
+	u64 self_exec_id; /* incremented at every exec, inherited at fork */
 	struct task_struct *real_parent;
 	struct mm_struct *mm;
 	const struct cred *cred;

@@ -1,0 +1,207 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * exeforge: a test subject of uffdgate's VM tests that poses as another program.
+ *
+ * It switches to an unprivileged uid, creates a user namespace (which gives it
+ * CAP_SYS_ADMIN there, all prctl(PR_SET_MM_MAP) asks for), unmaps its own
+ * executable (the kernel refuses to replace mm->exe_file while the old one is
+ * mapped), points mm->exe_file at TARGET, and then asks for a kernel-fault
+ * userfaultfd context. /proc/PID/exe then names TARGET; an executable rule
+ * allowing TARGET must still refuse it.
+ *
+ *   exeforge UID TARGET syscall|DEVICE-PATH
+ *
+ * Prints one JSON object: {"forged_errno":E1,"uffd_errno":E2,"pid":P}, where
+ * forged_errno is prctl's (0: the exe link now names TARGET) and uffd_errno the
+ * creation's (0: a kernel-fault context was created).
+ *
+ * C, not Go: the code that runs once the executable is unmapped must run from an
+ * anonymous copy, in a process with a single thread.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <linux/prctl.h>
+
+#define MAX_RANGES 32
+#define USERFAULTFD_IOC_NEW 0xAA00
+
+struct forge {
+	long nranges;
+	unsigned long start[MAX_RANGES], len[MAX_RANGES];
+	struct prctl_mm_map map;
+	long devfd; /* -1: the syscall */
+	long forged, uffd;
+	long done;
+};
+
+static inline __attribute__((always_inline)) long sys3(long nr, long a, long b, long c)
+{
+	long ret;
+
+	__asm__ volatile("syscall" : "=a"(ret) : "a"(nr), "D"(a), "S"(b), "d"(c) : "rcx", "r11", "memory");
+	return ret;
+}
+
+static inline __attribute__((always_inline)) long sys5(long nr, long a, long b, long c, long d, long e)
+{
+	long ret;
+	register long r10 __asm__("r10") = d;
+	register long r8 __asm__("r8") = e;
+
+	__asm__ volatile("syscall" : "=a"(ret) : "a"(nr), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8) : "rcx", "r11", "memory");
+	return ret;
+}
+
+/*
+ * Runs from an anonymous copy: no calls, no globals, only its argument. The
+ * section gives its bounds (__start_/__stop_forge_text) for the copy.
+ */
+__attribute__((noinline, used, section("forge_text"))) void forge_run(struct forge *f)
+{
+	for (long i = 0; i < f->nranges; i++)
+		sys3(SYS_munmap, f->start[i], f->len[i], 0);
+	f->forged = sys5(SYS_prctl, PR_SET_MM, PR_SET_MM_MAP, (long)&f->map, sizeof(f->map), 0);
+	if (f->devfd >= 0)
+		f->uffd = sys3(SYS_ioctl, f->devfd, USERFAULTFD_IOC_NEW, O_CLOEXEC);
+	else
+		f->uffd = sys3(SYS_userfaultfd, O_CLOEXEC, 0, 0);
+	f->done = 1;
+	sys3(SYS_exit_group, 0, 0, 0);
+}
+
+extern char __start_forge_text[], __stop_forge_text[];
+
+static void die(const char *what)
+{
+	printf("{\"error\":\"%s: %s\"}\n", what, strerror(errno));
+	exit(1);
+}
+
+/* stat_fields reads /proc/self/stat fields 26-28 and 45-51 (proc(5)) into f->map. */
+static void stat_fields(struct forge *f)
+{
+	char buf[4096], *p, *save = NULL;
+	unsigned long v[52] = { 0 };
+	FILE *s = fopen("/proc/self/stat", "r");
+	int i = 3;
+
+	if (!s || !fgets(buf, sizeof(buf), s))
+		die("reading /proc/self/stat");
+	fclose(s);
+	p = strrchr(buf, ')'); /* comm (field 2) may hold spaces */
+	if (!p)
+		die("parsing /proc/self/stat");
+	for (char *tok = strtok_r(p + 1, " \n", &save); tok && i <= 51; tok = strtok_r(NULL, " \n", &save), i++)
+		v[i] = strtoul(tok, NULL, 10); /* field 3, the state letter, reads as 0 */
+	if (i <= 51)
+		die("parsing /proc/self/stat: too few fields");
+	f->map.start_code = v[26];
+	f->map.end_code = v[27];
+	f->map.start_stack = v[28];
+	f->map.start_data = v[45];
+	f->map.end_data = v[46];
+	f->map.start_brk = v[47];
+	f->map.arg_start = v[48];
+	f->map.arg_end = v[49];
+	f->map.env_start = v[50];
+	f->map.env_end = v[51];
+	f->map.brk = (unsigned long)sbrk(0);
+	f->map.auxv = NULL;
+	f->map.auxv_size = 0;
+}
+
+/* self_ranges lists the mappings of this program's own executable. */
+static void self_ranges(struct forge *f)
+{
+	struct stat self;
+	char line[512];
+	FILE *m;
+
+	if (stat("/proc/self/exe", &self))
+		die("stat /proc/self/exe");
+	m = fopen("/proc/self/maps", "r");
+	if (!m)
+		die("opening /proc/self/maps");
+	while (fgets(line, sizeof(line), m)) {
+		unsigned long lo, hi, ino, maj, min;
+
+		if (sscanf(line, "%lx-%lx %*s %*s %lx:%lx %lu", &lo, &hi, &maj, &min, &ino) != 5)
+			continue;
+		if (ino == self.st_ino && makedev(maj, min) == self.st_dev && f->nranges < MAX_RANGES) {
+			f->start[f->nranges] = lo;
+			f->len[f->nranges] = hi - lo;
+			f->nranges++;
+		}
+	}
+	fclose(m);
+	if (f->nranges == 0)
+		die("finding this program's own mappings");
+}
+
+int main(int argc, char **argv)
+{
+	size_t code_len = __stop_forge_text - __start_forge_text;
+	struct forge *f;
+	void *code;
+	pid_t pid;
+	int status, exe_fd;
+
+	if (argc != 4) {
+		fprintf(stderr, "usage: exeforge UID TARGET syscall|DEVICE-PATH\n");
+		return 2;
+	}
+	f = mmap(NULL, sizeof(*f), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	code = mmap(NULL, code_len, PROT_READ | PROT_WRITE | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (f == MAP_FAILED || code == MAP_FAILED)
+		die("mmap");
+	memcpy(code, __start_forge_text, code_len);
+	f->forged = f->uffd = 1;
+	f->devfd = -1;
+
+	pid = fork();
+	if (pid < 0)
+		die("fork");
+	if (pid == 0) {
+		uid_t uid = atoi(argv[1]);
+
+		if (setgroups(0, NULL) || setgid(uid) || setuid(uid))
+			die("dropping privileges");
+		exe_fd = open(argv[2], O_RDONLY | O_CLOEXEC);
+		if (exe_fd < 0)
+			die("opening the target");
+		if (strcmp(argv[3], "syscall") != 0) {
+			f->devfd = open(argv[3], O_RDWR | O_CLOEXEC);
+			if (f->devfd < 0)
+				die("opening the device");
+		}
+		if (unshare(CLONE_NEWUSER))
+			die("unshare(CLONE_NEWUSER)");
+		self_ranges(f);
+		stat_fields(f);
+		f->map.exe_fd = exe_fd;
+		((void (*)(struct forge *))code)(f);
+		_exit(3); /* not reached */
+	}
+	if (waitpid(pid, &status, 0) != pid)
+		die("waitpid");
+	if (!f->done) {
+		printf("{\"error\":\"the forging child did not finish (status 0x%x)\"}\n", status);
+		return 1;
+	}
+	printf("{\"forged_errno\":%ld,\"uffd_errno\":%ld,\"pid\":%d}\n", f->forged < 0 ? -f->forged : f->forged,
+	       f->uffd < 0 ? -f->uffd : 0, pid);
+	return 0;
+}
