@@ -18,7 +18,8 @@ import (
 // fallbacks that run here cost unrelated syscalls: one seccomp filter (uffdgate
 // exec) and the audit backend (a raw sys_exit tracepoint), against no
 // protection, interleaved. (The LSM gate cannot load here; its figures come from
-// the VM: TestBench.) Run with -benchtime 1x: each run is a whole measurement.
+// the VM: TestBench.) Then the daemon under a flood on this CPU, fed by the
+// audit backend. Run with -benchtime 1x: each run is a whole measurement.
 func BenchmarkHostSyscallTax(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Fatal("needs root (BPF)")
@@ -46,11 +47,19 @@ func BenchmarkHostSyscallTax(b *testing.B) {
 		{Name: "seccomp", Wrap: func(a []string) []string { return append([]string{ug, "exec", "--"}, a...) }},
 		{Name: "audit-backend", Up: up},
 	}
+	try := vmtest.BuildStatic(b, module+"/e2e/uffdtry", dir)
 	for range b.N {
 		s, err := benchrun.Run(guest, variants, benchrun.Workloads, 7, 1000000, nil)
 		if err != nil {
 			b.Fatal(err)
 		}
 		b.Logf("\n%s", benchrun.Table(s, variants, benchrun.Workloads))
+		// The daemon's side of a flood on a real CPU: the audit backend feeds
+		// it the same events the LSM gate would.
+		out, err := exec.Command(guest, "-table=false", "-flood-backend", "audit", "-uffdgate", ug, "-uffdtry", try).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "BENCH flood") {
+			b.Fatalf("flood: %v\n%s", err, out)
+		}
+		b.Logf("%s", strings.TrimSpace(string(out)))
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -25,6 +26,14 @@ func main() {
 	child := flag.String("child", "", "run this workload and print ns/op")
 	n := flag.Int("n", 200000, "iterations per measurement")
 	rounds := flag.Int("rounds", 5, "rounds of every variant")
+	only := flag.String("variants", "", "comma-separated variants to measure (default all)")
+	workloads := flag.String("workloads", strings.Join(benchrun.Workloads, ","), "comma-separated workloads")
+	table := flag.Bool("table", true, "measure the cost table")
+	flood := flag.Bool("flood", true, "measure the daemon under a flood")
+	startups := flag.Int("startups", 0, "start and stop the LSM gate this many more times, timing each start")
+	flag.StringVar(&uffdgateBin, "uffdgate", uffdgateBin, "the uffdgate binary")
+	flag.StringVar(&uffdtryBin, "uffdtry", uffdtryBin, "the uffdtry binary (flood)")
+	floodBackend := flag.String("flood-backend", "lsm", "backend for the flood: lsm or audit")
 	flag.Parse()
 	if *child != "" {
 		ns, err := benchrun.Child(*child, *n)
@@ -35,15 +44,40 @@ func main() {
 		fmt.Printf("%.3f\n", ns)
 		return
 	}
-	if err := run(*n, *rounds); err != nil {
+	err := func() error {
+		if *table {
+			if err := costTable(*n, *rounds, *only, strings.Split(*workloads, ",")); err != nil {
+				return err
+			}
+		}
+		if *startups > 0 {
+			var ms []float64
+			for range *startups {
+				stop, t, err := daemon()
+				if err != nil {
+					return err
+				}
+				stop()
+				ms = append(ms, t)
+			}
+			fmt.Printf("BENCH startup of the LSM gate (start to self-tested and enforcing), ms: %v\n", ms)
+		}
+		if *flood {
+			return floodRun(*floodBackend)
+		}
+		return nil
+	}()
+	if err != nil {
 		fmt.Println("BENCH failed:", err)
 		os.Exit(1)
 	}
 }
 
+var uffdgateBin, uffdtryBin = "/uffdgate", "/uffdtry"
+
 // daemon starts `uffdgate run` with args and waits for its started line.
 func daemon(args ...string) (stop func(), startupMs float64, err error) {
-	cmd := exec.Command("/uffdgate", append([]string{"run", "--state", "", "--metrics-addr", ""}, args...)...)
+	cmd := exec.Command(uffdgateBin, append([]string{"run", "--state", "", "--metrics-addr", ""}, args...)...)
 	out, _ := cmd.StdoutPipe()
 	if err := cmd.Start(); err != nil {
 		return nil, 0, err
@@ -64,7 +98,8 @@ func daemon(args ...string) (stop func(), startupMs float64, err error) {
 	return nil, 0, fmt.Errorf("uffdgate run %v did not start", args)
 }
 
-func run(n, rounds int) error {
+// costTable measures every workload under every variant, interleaved.
+func costTable(n, rounds int, only string, workloads []string) error {
 	self, _ := os.Executable()
 	var startups []float64
 	up := func(args ...string) func() (func(), error) {
@@ -76,28 +111,51 @@ func run(n, rounds int) error {
 			return stop, err
 		}
 	}
-	variants := []benchrun.Variant{
+	// A policy with an executable rule: the exec tracker runs too.
+	tracked := "/tmp/bench-exe-rule.yaml"
+	if err := os.WriteFile(tracked, []byte("rules:\n  - name: vmm\n    executables: [/uffdtry]\n"), 0o600); err != nil {
+		return err
+	}
+	// No rules at all: the hook's fixed cost, without matching.
+	empty := "/tmp/bench-no-rules.yaml"
+	if err := os.WriteFile(empty, []byte("allowlist: {capabilities: []}\n"), 0o600); err != nil {
+		return err
+	}
+	all := []benchrun.Variant{
 		{Name: "none"},
 		{Name: "lsm-gate", Up: up()},
-		{Name: "seccomp", Wrap: func(a []string) []string { return append([]string{"/uffdgate", "exec", "--"}, a...) }},
+		{Name: "lsm-gate-no-rules", Up: up("--policy", empty)},
+		{Name: "lsm-gate+exec-tracker", Up: up("--policy", tracked)},
+		{Name: "seccomp", Wrap: func(a []string) []string { return append([]string{uffdgateBin, "exec", "--"}, a...) }},
 		{Name: "audit-backend", Up: up("--backend", "audit")},
 	}
-	samples, err := benchrun.Run(self, variants, benchrun.Workloads, rounds, n, func(s string) { fmt.Println("bench:", s) })
+	variants := all
+	if only != "" {
+		variants = nil
+		for _, v := range all {
+			if v.Name == "none" || slices.Contains(strings.Split(only, ","), v.Name) {
+				variants = append(variants, v)
+			}
+		}
+	}
+	samples, err := benchrun.Run(self, variants, workloads, rounds, n, func(s string) { fmt.Println("bench:", s) })
 	if err != nil {
 		return err
 	}
 	fmt.Println("BENCH-TABLE-BEGIN")
-	fmt.Print(benchrun.Table(samples, variants, benchrun.Workloads))
+	fmt.Print(benchrun.Table(samples, variants, workloads))
 	fmt.Println("BENCH-TABLE-END")
 	fmt.Printf("BENCH startup of the LSM gate (start to self-tested and enforcing), ms: %v\n", startups)
-	return flood()
+	return nil
 }
 
-// flood: refused requests from 4 processes; the rate absorbed with exact
-// counters, the daemon's CPU time and peak RSS.
-func flood() error {
+// floodRun: refused requests from 4 processes; the rate absorbed with exact
+// counters, the daemon's CPU time and peak RSS. With the audit backend the
+// requests succeed and are counted as would-be denials: the same events, rate
+// limit and log, on a kernel that will not run the LSM gate.
+func floodRun(backend string) error {
 	os.WriteFile("/proc/sys/vm/unprivileged_userfaultfd", []byte("1"), 0)
-	cmd := exec.Command("/uffdgate", "run", "--state", "", "--metrics-addr", "")
+	cmd := exec.Command(uffdgateBin, "run", "--state", "", "--metrics-addr", "", "--backend", backend)
 	out, _ := cmd.StdoutPipe()
 	if err := cmd.Start(); err != nil {
 		return err
@@ -118,7 +176,7 @@ func flood() error {
 	done := make(chan error, procs)
 	for range procs {
 		go func() {
-			done <- exec.Command("/uffdtry", "-uid", "1000", "-caps", "none", "-repeat", strconv.Itoa(each), "-try", "syscall:0x80000").Run()
+			done <- exec.Command(uffdtryBin, "-uid", "1000", "-caps", "none", "-repeat", strconv.Itoa(each), "-try", "syscall:0x80000").Run()
 		}()
 	}
 	for range procs {
@@ -147,7 +205,7 @@ func flood() error {
 		}
 	}
 	cmd.Wait()
-	fmt.Printf("BENCH flood: %d refused requests from %d processes in %v = %.0f/s; kernel counters %v; daemon CPU %d ms (user+system, whole run); daemon peak RSS %s\n",
-		procs*each, procs, elapsed.Round(time.Millisecond), float64(procs*each)/elapsed.Seconds(), decisions, (ut+st)*10, hwm)
+	fmt.Printf("BENCH flood (%s backend): %d refused requests from %d processes in %v = %.0f/s; kernel counters %v; daemon CPU %d ms (user+system, whole run); daemon peak RSS %s\n",
+		backend, procs*each, procs, elapsed.Round(time.Millisecond), float64(procs*each)/elapsed.Seconds(), decisions, (ut+st)*10, hwm)
 	return nil
 }

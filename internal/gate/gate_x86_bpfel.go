@@ -79,6 +79,7 @@ type gateUffdConfig struct {
 	NoGid            uint64
 	NoCaps           uint64
 	ExecTrackedSince uint64
+	CapsNamed        uint64
 	CapRules         [64]uint64
 }
 
@@ -147,6 +148,7 @@ const (
 	gateProgUffdgateSysExit   = "uffdgate_sys_exit"
 	gateProgUffdgateTrackExec = "uffdgate_track_exec"
 	gateProgUffdgateTrackFork = "uffdgate_track_fork"
+	gateVarUffdNameAddr       = "uffd_name_addr"
 	gateVarUnusedEvent        = "unused_event"
 )
 
@@ -220,7 +222,8 @@ type gateMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type gateVariableSpecs struct {
-	UnusedEvent *ebpf.VariableSpec `ebpf:"unused_event"`
+	UffdNameAddr *ebpf.VariableSpec `ebpf:"uffd_name_addr"`
+	UnusedEvent  *ebpf.VariableSpec `ebpf:"unused_event"`
 }
 
 // gateObjects contains all objects after they have been loaded into the kernel.
@@ -278,7 +281,8 @@ func (m *gateMaps) Close() error {
 //
 // It can be passed to loadGateObjects or ebpf.CollectionSpec.LoadAndAssign.
 type gateVariables struct {
-	UnusedEvent *ebpf.Variable `ebpf:"unused_event"`
+	UffdNameAddr *ebpf.Variable `ebpf:"uffd_name_addr"`
+	UnusedEvent  *ebpf.Variable `ebpf:"unused_event"`
 }
 
 // gatePrograms contains all programs after they have been loaded into the kernel.

@@ -86,6 +86,7 @@ func compile(g decision.Gate, gen uint32, kill bool, burst uint32, trackedSince 
 		for cap := range 64 {
 			if r.Caps&(1<<uint(cap)) != 0 {
 				c.cfg.CapRules[cap] |= bit
+				c.cfg.CapsNamed |= 1 << uint(cap)
 			}
 		}
 	}

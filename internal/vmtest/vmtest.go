@@ -162,6 +162,11 @@ type Guest struct {
 	Argv  []string          // command the guest init runs, e.g. {"/e2e.test", "-test.v"}
 	Env   []string          // added to PATH, HOME=/tmp, TMPDIR=/tmp
 	LSM   string            // the kernel's lsm= list; DefaultLSM when empty
+	// ICount runs the guest under TCG with QEMU's instruction counting: its
+	// clock advances 1 ns per guest instruction executed, so timings inside are
+	// instruction counts, untouched by the host's load. For cost measurements.
+	ICount bool
+	SMP    int // virtual CPUs; 2 when 0
 }
 
 // Result is the outcome of one VM run.
@@ -219,12 +224,18 @@ func Run(t testing.TB, k Kernel, g Guest, timeout time.Duration) Result {
 	defer logf.Close()
 
 	accel, cpu := accelerator(qemu, k)
+	var icount []string
+	if g.ICount {
+		accel, cpu = "tcg", "max"
+		icount = []string{"-icount", "shift=0,align=off,sleep=off"}
+	}
 	args := []string{
 		"-nodefaults", "-no-user-config", "-display", "none", "-monitor", "none",
 		"-serial", "stdio", "-no-reboot",
-		"-accel", accel, "-cpu", cpu, "-m", "1024", "-smp", "2",
+		"-accel", accel, "-cpu", cpu, "-m", "1024", "-smp", strconv.Itoa(cmp.Or(g.SMP, 2)),
 		"-kernel", cmp.Or(k.Vmlinux, k.Vmlinuz), "-initrd", initrd, "-append", cmdlineBase + " lsm=" + cmp.Or(g.LSM, DefaultLSM),
 	}
+	args = append(args, icount...)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, qemu, args...)

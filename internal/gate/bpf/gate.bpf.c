@@ -83,6 +83,7 @@ struct uffd_config {
 	u64 no_gid;
 	u64 no_caps;
 	u64 exec_tracked_since;  /* CLOCK_MONOTONIC ns the exec tracker runs since; 0: not attached */
+	u64 caps_named;          /* capabilities some rule names */
 	u64 cap_rules[MAX_CAPS]; /* capability -> rules naming it */
 };
 
@@ -283,13 +284,14 @@ struct request {
  * decode_request reads the syscall the current task is in. The kernel uses the
  * low 32 bits of the syscall number, of the flags (int) and of the ioctl command
  * (unsigned int) and of the ioctl argument (new_userfaultfd takes an int), so the
- * gate looks at exactly those.
+ * gate looks at exactly those. task and regs are BTF pointers (the current task
+ * and its saved user registers): plain loads, no probe-read helper calls.
  */
 static __always_inline void decode_request(struct task_struct *task, struct pt_regs *regs,
 					   struct request *req)
 {
-	u32 status = BPF_CORE_READ(task, thread_info.status);
-	u32 nr = (u32)BPF_CORE_READ(regs, orig_ax);
+	u32 status = task->thread_info.status;
+	u32 nr = (u32)regs->orig_ax;
 	u32 cmd = 0, arg = 0;
 
 	req->path = P_UNKNOWN;
@@ -300,12 +302,12 @@ static __always_inline void decode_request(struct task_struct *task, struct pt_r
 		/* int $0x80 or sysenter/syscall from 32-bit code: ebx, ecx, edx. */
 		if (nr == NR32_userfaultfd) {
 			req->path = P_SYSCALL_IA32;
-			req->flags = (u32)BPF_CORE_READ(regs, bx);
+			req->flags = (u32)regs->bx;
 			req->flags_known = true;
 		} else if (nr == NR32_ioctl) {
 			req->path = P_IOCTL_IA32;
-			cmd = (u32)BPF_CORE_READ(regs, cx);
-			arg = (u32)BPF_CORE_READ(regs, dx);
+			cmd = (u32)regs->cx;
+			arg = (u32)regs->dx;
 			req->flags_known = cmd == USERFAULTFD_IOC_NEW;
 			req->flags = arg;
 		}
@@ -314,12 +316,12 @@ static __always_inline void decode_request(struct task_struct *task, struct pt_r
 	/* 64-bit ABIs: rdi, rsi, rdx. */
 	if (nr == NR64_userfaultfd || nr == (NR64_userfaultfd | X32_SYSCALL_BIT)) {
 		req->path = nr & X32_SYSCALL_BIT ? P_SYSCALL_X32 : P_SYSCALL64;
-		req->flags = (u32)BPF_CORE_READ(regs, di);
+		req->flags = (u32)regs->di;
 		req->flags_known = true;
 	} else if (nr == NR64_ioctl || nr == (NRX32_ioctl | X32_SYSCALL_BIT)) {
 		req->path = nr & X32_SYSCALL_BIT ? P_IOCTL_X32 : P_IOCTL64;
-		cmd = (u32)BPF_CORE_READ(regs, si);
-		arg = (u32)BPF_CORE_READ(regs, dx);
+		cmd = (u32)regs->si;
+		arg = (u32)regs->dx;
 		req->flags_known = cmd == USERFAULTFD_IOC_NEW;
 		req->flags = arg;
 	}
@@ -341,17 +343,27 @@ static __always_inline u64 read_cap_effective(const struct cred *cred)
 	return caps;
 }
 
+/*
+ * The address of the kernel's "[userfaultfd]" name, once seen: every userfaultfd
+ * inode is made with that one literal, so after the first string compare a
+ * pointer compare recognizes it. Other names still get the string compare.
+ */
+u64 uffd_name_addr;
+
 static __always_inline bool is_userfaultfd(const struct qstr *name)
 {
 	static const char want[] = "[userfaultfd]";
 	char buf[sizeof(want) + 1] = {}; /* one more, so a longer name cannot match */
 	const unsigned char *p = BPF_CORE_READ(name, name);
 
+	if (uffd_name_addr && (u64)p == uffd_name_addr)
+		return true;
 	if (bpf_probe_read_kernel_str(buf, sizeof(buf), p) != sizeof(want))
 		return false;
 	for (int i = 0; i < sizeof(want); i++)
 		if (buf[i] != want[i])
 			return false;
+	uffd_name_addr = (u64)p;
 	return true;
 }
 
@@ -592,8 +604,9 @@ static __always_inline u64 match_caps(const struct uffd_config *cfg, u64 caps, b
 
 	if (!init_ns)
 		return 0;
-	for (int c = 0; c < MAX_CAPS; c++)
-		if (caps & (1ULL << c))
+	caps &= cfg->caps_named;
+	for (int c = 0; c < MAX_CAPS && caps; c++, caps >>= 1)
+		if (caps & 1)
 			m |= cfg->cap_rules[c];
 	return m;
 }
@@ -613,24 +626,26 @@ static __always_inline u32 decide(struct task_struct *task, const struct request
 	bool allowlisted, kernel_fault, deny = false, init_ns;
 	u64 caps, matched = 0, enforced;
 
-	cred = BPF_CORE_READ(task, cred);
+	cred = task->cred;
 	caps = read_cap_effective(cred);
 	/* Only the initial user namespace has level 0: capabilities held in any other
 	 * do not make capable() true, and do not count. */
-	init_ns = BPF_CORE_READ(cred, user_ns, level) == 0;
+	init_ns = cred->user_ns->level == 0;
 	kernel_fault = !req.flags_known || !(req.flags & UFFD_USER_MODE_ONLY);
 
 	if (cfg->magic == CONFIG_MAGIC && cfg->gen == gen) {
+		/* A selector is looked at only while a rule still matching has it,
+		 * cheapest first: most requests are decided without a map lookup. */
 		matched = cfg->rules;
-		if (matched)
-			matched &= cfg->no_exe | match_exe(task, cfg, gen);
-		if (matched)
-			matched &= cfg->no_uid | lookup_id(&uid_rules, gen, BPF_CORE_READ(cred, euid.val));
-		if (matched)
-			matched &= cfg->no_gid | match_gid(cred, gen);
-		if (matched)
+		if (matched & ~cfg->no_caps)
 			matched &= cfg->no_caps | match_caps(cfg, caps, init_ns);
-		if (matched)
+		if (matched & ~cfg->no_uid)
+			matched &= cfg->no_uid | lookup_id(&uid_rules, gen, cred->euid.val);
+		if (matched & ~cfg->no_exe)
+			matched &= cfg->no_exe | match_exe(task, cfg, gen);
+		if (matched & ~cfg->no_gid)
+			matched &= cfg->no_gid | match_gid(cred, gen);
+		if (matched & ~cfg->no_cgroup)
 			matched &= cfg->no_cgroup | match_cgroup(task, gen);
 		enforced = matched & ~cfg->audit_only;
 		allowlisted = (enforced & cfg->grant_kernel) != 0;
@@ -739,7 +754,7 @@ int uffdgate_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 	    nr != (NR64_userfaultfd | X32_SYSCALL_BIT) && nr != (NRX32_ioctl | X32_SYSCALL_BIT))
 		return 0;
 	task = bpf_get_current_task_btf();
-	decode_request(task, regs, &req);
+	decode_request(task, (struct pt_regs *)bpf_task_pt_regs(task), &req);
 	if (req.path == P_UNKNOWN || !req.flags_known)
 		return 0; /* another syscall with the same number in another ABI, or another ioctl */
 	cfg = active_config(&gen);
