@@ -3,14 +3,11 @@
 package e2e
 
 import (
-	"bufio"
 	"os"
 	"os/exec"
 	"strings"
-	"syscall"
 	"testing"
 
-	"github.com/uffdgate/uffdgate/internal/benchrun"
 	"github.com/uffdgate/uffdgate/internal/vmtest"
 )
 
@@ -18,48 +15,46 @@ import (
 // fallbacks that run here cost unrelated syscalls: one seccomp filter (uffdgate
 // exec) and the audit backend (a raw sys_exit tracepoint), against no
 // protection, interleaved. (The LSM gate cannot load here; its figures come from
-// the VM: TestBench.) Then the daemon under a flood on this CPU, fed by the
-// audit backend. Run with -benchtime 1x: each run is a whole measurement.
+// the VM: TestBench.) Then the daemon's start and a flood on this CPU, through
+// the audit backend, which feeds the daemon the same events the gate would.
+// Run with -benchtime 1x: each run is a whole measurement.
 func BenchmarkHostSyscallTax(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Fatal("needs root (BPF)")
-	}
-	dir := b.TempDir()
-	ug := vmtest.BuildStatic(b, module+"/cmd/uffdgate", dir)
-	guest := vmtest.BuildStatic(b, module+"/e2e/benchguest", dir)
-	up := func() (func(), error) {
-		cmd := exec.Command(ug, "run", "--backend", "audit", "--state", "", "--metrics-addr", "")
-		out, _ := cmd.StdoutPipe()
-		if err := cmd.Start(); err != nil {
-			return nil, err
-		}
-		sc := bufio.NewScanner(out)
-		for sc.Scan() && !strings.Contains(sc.Text(), `"event":"started"`) {
-		}
-		go func() {
-			for sc.Scan() {
-			}
-		}()
-		return func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }, nil
-	}
-	variants := []benchrun.Variant{
-		{Name: "none"},
-		{Name: "seccomp", Wrap: func(a []string) []string { return append([]string{ug, "exec", "--"}, a...) }},
-		{Name: "audit-backend", Up: up},
-	}
-	try := vmtest.BuildStatic(b, module+"/e2e/uffdtry", dir)
 	for range b.N {
-		s, err := benchrun.Run(guest, variants, benchrun.Workloads, 7, 1000000, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Logf("\n%s", benchrun.Table(s, variants, benchrun.Workloads))
-		// The daemon's side of a flood on a real CPU: the audit backend feeds
-		// it the same events the LSM gate would.
-		out, err := exec.Command(guest, "-table=false", "-flood-backend", "audit", "-uffdgate", ug, "-uffdtry", try).CombinedOutput()
-		if err != nil || !strings.Contains(string(out), "BENCH flood") {
-			b.Fatalf("flood: %v\n%s", err, out)
-		}
-		b.Logf("%s", strings.TrimSpace(string(out)))
+		b.Logf("\n%s", hostBench(b, "-n", "1000000", "-rounds", "7", "-startups", "5"))
 	}
+}
+
+// TestHostBenchSmoke runs BenchmarkHostSyscallTax's code with tiny counts, so
+// that it cannot rot.
+func TestHostBenchSmoke(t *testing.T) {
+	out := hostBench(t, "-n", "2000", "-rounds", "1", "-startups", "1")
+	for _, want := range []string{"| getpid | seccomp |", "| fork | audit-backend |", "BENCH startup of the audit backend", "BENCH flood (audit backend): 100000 refused requests"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("host bench output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// hostBench runs benchguest on this host with the variants that run here.
+func hostBench(tb testing.TB, args ...string) string {
+	tb.Helper()
+	if os.Geteuid() != 0 {
+		tb.Fatal("needs root (BPF)")
+	}
+	dir := tb.TempDir()
+	ug := vmtest.BuildStatic(tb, module+"/cmd/uffdgate", dir)
+	guest := vmtest.BuildStatic(tb, module+"/e2e/benchguest", dir)
+	try := vmtest.BuildStatic(tb, module+"/e2e/uffdtry", dir)
+	argv := append([]string{"-variants", "seccomp,audit-backend", "-backend", "audit", "-uffdgate", ug, "-uffdtry", try}, args...)
+	out, err := exec.Command(guest, argv...).CombinedOutput()
+	if err != nil || strings.Contains(string(out), "BENCH failed") {
+		tb.Fatalf("benchguest %v: %v\n%s", argv, err, out)
+	}
+	var keep []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(l, "|") || strings.HasPrefix(l, "BENCH") && !strings.HasPrefix(l, "BENCH-TABLE") {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "\n")
 }

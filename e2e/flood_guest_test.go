@@ -156,7 +156,7 @@ func TestStatus(t *testing.T) {
 	if err != nil {
 		t.Fatalf("status: %v\n%s", err, out)
 	}
-	for _, want := range []string{"enforcing", "user-mode-only", "vmm:kernel-faults", "user-mode-only/deny/ioctl", "uptime", "sha256:"} {
+	for _, want := range []string{"enforcing", "user-mode-only", "vmm:kernel-faults", "user-mode-only/deny/ioctl", "uptime", "sha256:", "off (no executable rules)"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("status table lacks %q:\n%s", want, out)
 		}
@@ -166,7 +166,7 @@ func TestStatus(t *testing.T) {
 	if err != nil || json.Unmarshal(out, &s) != nil {
 		t.Fatalf("status --json: %v\n%s", err, out)
 	}
-	if s["pid"] != float64(d.cmd.Process.Pid) || s["state"] != "enforcing" || s["decisions_by_mode"].(map[string]any)["user-mode-only/deny/ioctl"] != 1.0 {
+	if s["pid"] != float64(d.cmd.Process.Pid) || s["state"] != "enforcing" || s["decisions_by_mode"].(map[string]any)["user-mode-only/deny/ioctl"] != 1.0 || s["exec_tracking"] != false {
 		t.Errorf("status --json: %v", s)
 	}
 	if v := scrape(t, `uffdgate_enforcing`); v != 1 {

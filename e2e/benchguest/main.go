@@ -33,7 +33,7 @@ func main() {
 	startups := flag.Int("startups", 0, "start and stop the LSM gate this many more times, timing each start")
 	flag.StringVar(&uffdgateBin, "uffdgate", uffdgateBin, "the uffdgate binary")
 	flag.StringVar(&uffdtryBin, "uffdtry", uffdtryBin, "the uffdtry binary (flood)")
-	floodBackend := flag.String("flood-backend", "lsm", "backend for the flood: lsm or audit")
+	backend := flag.String("backend", "lsm", "backend for -startups and the flood: lsm, or audit where the LSM gate cannot run")
 	flag.Parse()
 	if *child != "" {
 		ns, err := benchrun.Child(*child, *n)
@@ -53,17 +53,17 @@ func main() {
 		if *startups > 0 {
 			var ms []float64
 			for range *startups {
-				stop, t, err := daemon()
+				stop, t, err := daemon("--backend", *backend)
 				if err != nil {
 					return err
 				}
 				stop()
 				ms = append(ms, t)
 			}
-			fmt.Printf("BENCH startup of the LSM gate (start to self-tested and enforcing), ms: %v\n", ms)
+			fmt.Printf("BENCH startup of the %s backend (start to attached, self-tested where it enforces), ms: %v\n", *backend, ms)
 		}
 		if *flood {
-			return floodRun(*floodBackend)
+			return floodRun(*backend)
 		}
 		return nil
 	}()

@@ -420,13 +420,12 @@ func (d *daemon) publish() {
 		ReloadsOK: d.reloadsOK, ReloadsFailed: d.reloadsBad, LastReload: d.lastReload,
 	}
 	d.mu.Unlock()
-	if c, err := d.gt.Counters(); err == nil {
-		st.Decisions = summarize(c)
-	}
 	st.EventsLost, _ = d.gt.Lost()
 	st.LogLinesSuppressed = d.limiter.Suppressed()
 	st.MetricsAddr = d.opts.MetricsAddr
+	st.ExecTracking = d.gt.ExecTracking()
 	if c, err := d.gt.Counters(); err == nil {
+		st.Decisions = summarize(c)
 		st.DecisionsByMode = map[string]uint64{}
 		for m := range c {
 			for v := range c[m] {

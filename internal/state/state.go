@@ -44,6 +44,8 @@ type State struct {
 	ReloadsOK          uint64            `json:"reloads_ok"`
 	ReloadsFailed      uint64            `json:"reloads_failed"`
 	LastReload         time.Time         `json:"last_reload,omitzero"`
+	// ExecTracking: the exec tracker runs (the policy has had executable rules).
+	ExecTracking bool `json:"exec_tracking"`
 }
 
 // Write replaces the state file atomically.

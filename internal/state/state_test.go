@@ -127,7 +127,8 @@ func TestFieldNames(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, k := range []string{"pid", "version", "backend", "state", "started", "updated", "mode", "audit", "policy_source",
-		"policy_digest", "policy_yaml", "allow_capabilities", "decisions", "events_lost", "reloads_ok", "reloads_failed", "last_reload"} {
+		"policy_digest", "policy_yaml", "allow_capabilities", "decisions", "events_lost", "reloads_ok", "reloads_failed", "last_reload",
+		"exec_tracking"} {
 		if !strings.Contains(string(b), `"`+k+`":`) {
 			t.Errorf("state file has no %q field:\n%s", k, b)
 		}

@@ -22,6 +22,7 @@ func WriteTable(w io.Writer, s State, now time.Time) error {
 	row("policy", s.PolicySource)
 	row("policy digest", s.PolicyDigest)
 	row("rules", strings.Join(s.Rules, ", "))
+	row("exec tracker", map[bool]string{true: "running (executable rules judge the file each process exec'd)", false: "off (no executable rules)"}[s.ExecTracking])
 	reload := "never"
 	if !s.LastReload.IsZero() {
 		reload = s.LastReload.Format(time.RFC3339)
