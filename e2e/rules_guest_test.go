@@ -477,51 +477,92 @@ func TestExecutableForgery(t *testing.T) {
 	fmt.Println("RULES forgery cases: 2 paths")
 }
 
-// TestPreexistingProcess: a process started before uffdgate (so without an exec
-// record) is judged by its current executable.
-func TestPreexistingProcess(t *testing.T) {
-	vmm := install(t, "/tmp/pre/vmm", 0o755)
-	start := func(bin string) (*exec.Cmd, io.WriteCloser, *strings.Builder) {
-		cmd := exec.Command(bin, as(testUID, "-wait", "-try", kfReq)...)
-		in, err := cmd.StdinPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		stderr, err := cmd.StderrPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out strings.Builder
-		cmd.Stdout = &out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		if line, err := bufio.NewReader(stderr).ReadString('\n'); err != nil || line != "ready\n" {
-			t.Fatalf("%s -wait: %q, %v", bin, line, err)
-		}
-		return cmd, in, &out
+// waiting is a subject started with a "wait" option: it has printed "ready" on
+// stderr and acts when it reads a line on stdin.
+type waiting struct {
+	cmd *exec.Cmd
+	in  io.WriteCloser
+	out *strings.Builder
+}
+
+func startWaiting(t *testing.T, argv ...string) *waiting {
+	t.Helper()
+	w := &waiting{cmd: exec.Command(argv[0], argv[1:]...), out: &strings.Builder{}}
+	var err error
+	if w.in, err = w.cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
 	}
-	allowed, allowedIn, allowedOut := start(vmm)
-	other, otherIn, otherOut := start(tryBin)
-	d := startDaemon(t, "rules:\n  - name: vmm\n    executables: [/tmp/pre/vmm]\nallowlist: {capabilities: []}\n")
-	defer d.stop(t)
-	for _, c := range []struct {
-		name string
-		cmd  *exec.Cmd
-		in   io.WriteCloser
-		out  *strings.Builder
-		want int
-	}{{"the allowed binary, started before uffdgate", allowed, allowedIn, allowedOut, ok}, {"another binary, started before uffdgate", other, otherIn, otherOut, eperm}} {
-		fmt.Fprintln(c.in, "go")
-		if err := c.cmd.Wait(); err != nil {
-			t.Fatalf("%s: %v: %s", c.name, err, c.out)
-		}
-		var r report
-		if err := json.Unmarshal([]byte(c.out.String()), &r); err != nil || len(r.Attempts) != 1 {
-			t.Fatalf("%s: %v: %s", c.name, err, c.out)
-		}
-		if got := r.Attempts[0].Errno; got != c.want {
-			t.Errorf("%s: %s, want %s", c.name, errnoName(got), errnoName(c.want))
-		}
+	stderr, err := w.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
 	}
+	w.cmd.Stdout = w.out
+	if err := w.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.cmd.Process.Kill() })
+	if line, err := bufio.NewReader(stderr).ReadString('\n'); err != nil || line != "ready\n" {
+		t.Fatalf("%v: %q, %v", argv, line, err)
+	}
+	return w
+}
+
+// release lets the subject act and decodes what it printed into v.
+func (w *waiting) release(t *testing.T, v any) {
+	t.Helper()
+	fmt.Fprintln(w.in, "go")
+	if err := w.cmd.Wait(); err != nil {
+		t.Fatalf("%v: %v: %s", w.cmd.Args, err, w.out)
+	}
+	if err := json.Unmarshal([]byte(w.out.String()), v); err != nil {
+		t.Fatalf("%v: %v: %s", w.cmd.Args, err, w.out)
+	}
+}
+
+// TestExecRecordsAcrossRestart: exec records outlive a restart of uffdgate, so
+// a process started under one daemon is judged by what it exec'd under the next
+// one too: the allowed binary keeps its grant, and a process that forges its
+// executable link in between is still refused. A process started while no
+// daemon ran has no record: no executable rule allows it (the gate cannot tell
+// what it exec'd), and the daemon names it.
+func TestExecRecordsAcrossRestart(t *testing.T) {
+	vmm := install(t, "/tmp/restart/vmm", 0o755)
+	policy := "rules:\n  - name: vmm\n    executables: [/tmp/restart/vmm]\nallowlist: {capabilities: []}\n"
+	setSysctl(t, 1)
+	defer setSysctl(t, 0)
+	d1 := startDaemon(t, policy)
+	allowed := startWaiting(t, append([]string{vmm}, as(testUID, "-wait", "-try", kfReq)...)...)
+	forger := startWaiting(t, forgeBin, fmt.Sprint(testUID), vmm, "syscall", "wait")
+	d1.stop(t)
+	gap := startWaiting(t, append([]string{vmm}, as(testUID, "-wait", "-try", kfReq)...)...)
+	d2 := startDaemon(t, policy)
+	defer d2.stop(t)
+
+	var r report
+	allowed.release(t, &r)
+	if len(r.Attempts) != 1 || r.Attempts[0].Errno != ok {
+		t.Errorf("the allowed binary, started under the previous daemon: %+v, want ok", r)
+	}
+	var f forgeResult
+	forger.release(t, &f)
+	if f.Error != "" || f.ForgedErrno != 0 {
+		t.Fatalf("exeforge: %+v: the forgery did not happen, so this proves nothing", f)
+	}
+	if f.UffdErrno != eperm {
+		t.Errorf("a process that forged its executable link after the restart got %s, want EPERM", errnoName(f.UffdErrno))
+	}
+	var g report
+	gap.release(t, &g)
+	if len(g.Attempts) != 1 || g.Attempts[0].Errno != eperm {
+		t.Errorf("the allowed binary, started while no daemon ran: %+v, want EPERM", g)
+	}
+	if _, found := d2.find(func(m map[string]any) bool {
+		return m["event"] == "no_exec_record" && m["pid"] == float64(gap.cmd.Process.Pid) && m["exe"] == vmm
+	}); !found {
+		t.Errorf("the daemon did not name the process without an exec record (pid %d):\n%s", gap.cmd.Process.Pid, d2.log())
+	}
+	if m, _ := d2.find(func(m map[string]any) bool { return m["event"] == "started" }); m["exec_records"] != "pinned in /sys/fs/bpf/uffdgate" {
+		t.Errorf("started line: exec_records = %v", m["exec_records"])
+	}
+	fmt.Println("RULES restart cases: 3")
 }

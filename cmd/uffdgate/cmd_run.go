@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/uffdgate/uffdgate/internal/daemon"
+	"github.com/uffdgate/uffdgate/internal/gate"
 	"github.com/uffdgate/uffdgate/internal/metrics"
 	"github.com/uffdgate/uffdgate/internal/policy"
 	"github.com/uffdgate/uffdgate/internal/preflight"
@@ -33,6 +34,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	acceptAudit := fs.Bool("accept-audit-only", false, "where the LSM gate cannot run, report with the audit backend instead of refusing to start")
 	logBurst := fs.Int("log-burst", 0, "events logged per executable and decision before rate limiting (default: 20 a second in the kernel, 10 per 10 s in the log)")
 	kill := fs.Bool("kill", false, "audit backend: SIGKILL processes whose requests the policy would refuse (after the fact; see README)")
+	pinDir := fs.String("pin-dir", gate.DefaultPinDir, "bpffs directory keeping the exec records across restarts of uffdgate (empty: do not keep them)")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
@@ -72,7 +74,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	signal.Notify(hup, syscall.SIGHUP)
 	err := daemon.Run(ctx, daemon.Options{Policy: pol, PolicyPath: *policyPath, Reload: hup,
 		Host: preflight.Default(), Log: log, StatePath: *statePath, MetricsAddr: *metricsAddr, Version: version,
-		Backend: *backend, AcceptAuditOnly: *acceptAudit, Kill: *kill, LogBurst: *logBurst})
+		Backend: *backend, AcceptAuditOnly: *acceptAudit, Kill: *kill, LogBurst: *logBurst, PinDir: *pinDir})
 	if err == nil {
 		return exitOK
 	}

@@ -9,7 +9,10 @@
  * userfaultfd context. /proc/PID/exe then names TARGET; an executable rule
  * allowing TARGET must still refuse it.
  *
- *   exeforge UID TARGET syscall|DEVICE-PATH
+ *   exeforge UID TARGET syscall|DEVICE-PATH [wait]
+ *
+ * With "wait", the forging child prints "ready" on stderr and waits for a line
+ * on stdin before it forges: a process that already runs when uffdgate starts.
  *
  * Prints one JSON object: {"forged_errno":E1,"uffd_errno":E2,"pid":P}, where
  * forged_errno is prctl's (0: the exe link now names TARGET) and uffd_errno the
@@ -159,8 +162,8 @@ int main(int argc, char **argv)
 	pid_t pid;
 	int status, exe_fd;
 
-	if (argc != 4) {
-		fprintf(stderr, "usage: exeforge UID TARGET syscall|DEVICE-PATH\n");
+	if (argc != 4 && !(argc == 5 && strcmp(argv[4], "wait") == 0)) {
+		fprintf(stderr, "usage: exeforge UID TARGET syscall|DEVICE-PATH [wait]\n");
 		return 2;
 	}
 	f = mmap(NULL, sizeof(*f), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -189,6 +192,12 @@ int main(int argc, char **argv)
 		}
 		if (unshare(CLONE_NEWUSER))
 			die("unshare(CLONE_NEWUSER)");
+		if (argc == 5) {
+			char c;
+
+			if (write(2, "ready\n", 6) != 6 || read(0, &c, 1) != 1)
+				die("waiting for a line on stdin");
+		}
 		self_ranges(f);
 		stat_fields(f);
 		f->map.exe_fd = exe_fd;

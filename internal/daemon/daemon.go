@@ -16,6 +16,8 @@ import (
 	"os"
 	"reflect"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -57,6 +59,8 @@ type Options struct {
 	// the rate limits apply (the kernel's per second, the log's per 10 s); 0 for
 	// the defaults.
 	LogBurst int
+	// PinDir is where the exec records are pinned (gate.Options.PinDir).
+	PinDir string
 }
 
 // tick is how often the daemon looks for a changed policy file, re-resolves the
@@ -79,6 +83,7 @@ type daemon struct {
 	exeNames *exeNames
 
 	fileText []byte // the policy file's content last read, valid or not
+	noRecord map[int]bool // processes already reported without an exec record
 
 	mu         sync.Mutex
 	pol        *policy.Policy
@@ -136,8 +141,14 @@ func Run(ctx context.Context, opts Options) error {
 			slog.String("guarantee", "audit backend: requests are seen after the kernel created the context; nothing is refused"+
 				map[bool]string{true: "; processes the policy would refuse are killed, after the fact", false: ""}[opts.Kill]))
 	}
+	if dir, note := gt.ExecRecordsPinned(); dir != "" {
+		started = append(started, slog.String("exec_records", "pinned in "+dir))
+	} else {
+		started = append(started, slog.String("exec_records", cmp.Or(note, "not pinned")+": after a restart of uffdgate, running processes match no executable rule until they exec again"))
+	}
 	d.log.Info("uffdgate "+d.gateState(), started...)
 	d.warnUnresolved(nil, unresolved)
+	d.warnNoExecRecord(g)
 
 	enr := &events.Enricher{Policy: d.generation}
 	var wg sync.WaitGroup
@@ -288,7 +299,7 @@ func (d *daemon) tryBackend(host *preflight.Host, g decision.Gate, b gate.Backen
 			return nil, err
 		}
 	}
-	gt, err := gate.Load(g, gate.Options{Backend: b, Kill: d.opts.Kill, EventBurst: uint32(d.opts.LogBurst)})
+	gt, err := gate.Load(g, gate.Options{Backend: b, Kill: d.opts.Kill, EventBurst: uint32(d.opts.LogBurst), PinDir: d.opts.PinDir})
 	if err != nil {
 		return nil, asProblem(err)
 	}
@@ -315,6 +326,7 @@ func (d *daemon) apply(g decision.Gate) error {
 	if err := d.gt.Apply(g); err != nil {
 		return err
 	}
+	defer d.warnNoExecRecord(g)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.applied = g
@@ -396,6 +408,48 @@ func (d *daemon) reresolve() {
 	prev := d.unresolved
 	d.unresolved = unresolved
 	d.warnUnresolved(prev, unresolved)
+}
+
+// warnNoExecRecord names the running processes whose executable an executable
+// rule names but that have no exec record: they started before the exec
+// tracker ever ran, so the gate cannot tell what they exec'd, and no executable
+// rule allows them until they are restarted. Each is named once.
+func (d *daemon) warnNoExecRecord(g decision.Gate) {
+	rules := map[decision.FileID][]string{}
+	for _, r := range g.Rules {
+		for _, id := range r.Exes {
+			rules[id] = append(rules[id], r.Name)
+		}
+	}
+	if len(rules) == 0 || !d.gt.ExecTracking() {
+		return
+	}
+	entries, _ := os.ReadDir("/proc")
+	seen := map[int]bool{}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		exe := fmt.Sprintf("/proc/%d/exe", pid)
+		id, err := policy.FileIDOf(exe)
+		if err != nil || rules[id] == nil {
+			continue
+		}
+		if has, err := d.gt.HasExecRecord(pid); err != nil || has {
+			continue
+		}
+		seen[pid] = true
+		if d.noRecord[pid] {
+			continue
+		}
+		path, _ := os.Readlink(exe)
+		d.log.Warn("a running process that an executable rule names started before uffdgate's exec tracker: no executable rule allows it until it is restarted",
+			slog.String("event", "no_exec_record"), slog.Int("pid", pid), slog.String("exe", path),
+			slog.String("rules", strings.Join(rules[id], ",")),
+			slog.String("remedy", "restart the process (uffdgate cannot tell what a process started before it exec'd; its records survive uffdgate's own restarts)"))
+	}
+	d.noRecord = seen
 }
 
 func (d *daemon) warnUnresolved(prev, now []string) {

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -41,13 +42,13 @@ type Gate struct {
 }
 
 // tracker is the exec tracker: what executable rules judge a task by (see
-// exec_ids in gate.bpf.c). Attached when a policy first has executable rules
-// and never detached before Close: a record that missed an exec while it was
-// detached would otherwise vouch for the wrong program.
+// exec_ids in gate.bpf.c). Attached when a policy first has executable rules,
+// detached at Close; records that miss an exec meanwhile are invalid anyway.
 type tracker struct {
 	exec, fork *ebpf.Program
 	links      []link.Link
-	since      uint64 // CLOCK_MONOTONIC ns from which every new task has a record; 0 until attached
+	pinned     string // where the records are pinned; "" when they die with the daemon
+	pinNote    string // why they are not pinned
 }
 
 // Backend is how the gate sees requests.
@@ -77,7 +78,15 @@ type Options struct {
 	// EventBurst is how many events per executable and verdict the kernel sends
 	// each second before it only counts them (DefaultEventBurst when 0).
 	EventBurst uint32
+	// PinDir is the bpffs directory where the exec records are pinned, so that
+	// they outlive the daemon: without them every process running at a restart
+	// would match no executable rule until it execs again. "" keeps them
+	// unpinned. DefaultPinDir is the usual place.
+	PinDir string
 }
+
+// DefaultPinDir is where `uffdgate run` pins the exec records.
+const DefaultPinDir = "/sys/fs/bpf/uffdgate"
 
 // DefaultEventBurst bounds what one program's flood of requests can push
 // through the ring buffer, so that it cannot crowd out another's.
@@ -99,6 +108,27 @@ func Load(g decision.Gate, o Options) (*Gate, error) {
 	var maps gateMaps
 	var prog *ebpf.Program
 	var trk tracker
+	opts := &ebpf.CollectionOptions{}
+	if o.PinDir != "" {
+		if err := preparePinDir(o.PinDir); err != nil {
+			trk.pinNote = err.Error()
+		} else {
+			spec.Maps["exec_ids"].Pinning = ebpf.PinByName
+			opts.Maps.PinPath = o.PinDir
+			trk.pinned = o.PinDir
+		}
+	}
+	loadAndAssign := func(objs any) error {
+		err := spec.LoadAndAssign(objs, opts)
+		if errors.Is(err, ebpf.ErrMapIncompatible) && trk.pinned != "" {
+			// Left by another version of uffdgate: start afresh (its records are
+			// lost, so running processes match no executable rule until they exec).
+			os.Remove(filepath.Join(trk.pinned, "exec_ids"))
+			trk.pinNote = "the pinned exec records were left by an incompatible uffdgate and were replaced"
+			err = spec.LoadAndAssign(objs, opts)
+		}
+		return err
+	}
 	if o.Backend == Audit {
 		var objs struct {
 			gateMaps
@@ -106,8 +136,8 @@ func Load(g decision.Gate, o Options) (*Gate, error) {
 			TrackExec *ebpf.Program `ebpf:"uffdgate_track_exec"`
 			TrackFork *ebpf.Program `ebpf:"uffdgate_track_fork"`
 		}
-		err = spec.LoadAndAssign(&objs, nil)
-		maps, prog, trk = objs.gateMaps, objs.Prog, tracker{exec: objs.TrackExec, fork: objs.TrackFork}
+		err = loadAndAssign(&objs)
+		maps, prog, trk.exec, trk.fork = objs.gateMaps, objs.Prog, objs.TrackExec, objs.TrackFork
 	} else {
 		var objs struct {
 			gateMaps
@@ -115,8 +145,8 @@ func Load(g decision.Gate, o Options) (*Gate, error) {
 			TrackExec *ebpf.Program `ebpf:"uffdgate_track_exec"`
 			TrackFork *ebpf.Program `ebpf:"uffdgate_track_fork"`
 		}
-		err = spec.LoadAndAssign(&objs, nil)
-		maps, prog, trk = objs.gateMaps, objs.Prog, tracker{exec: objs.TrackExec, fork: objs.TrackFork}
+		err = loadAndAssign(&objs)
+		maps, prog, trk.exec, trk.fork = objs.gateMaps, objs.Prog, objs.TrackExec, objs.TrackFork
 	}
 	if err != nil {
 		return nil, explainLoad(err)
@@ -349,11 +379,28 @@ func (gt *Gate) PendingHeld() ([]Held, error) {
 	return out, it.Err()
 }
 
-// attachTracker starts the exec tracker if it is not running yet. Tasks started
-// from the returned time on all have records; older ones are judged by their
-// current executable until they exec.
+// preparePinDir makes dir, on a bpf file system (mounted at its parent if none
+// is there yet, as systemd would).
+func preparePinDir(dir string) error {
+	parent := filepath.Dir(dir)
+	var fs unix.Statfs_t
+	if err := unix.Statfs(parent, &fs); err != nil {
+		return fmt.Errorf("exec records not pinned: %s: %v", parent, err)
+	}
+	if fs.Type != unix.BPF_FS_MAGIC {
+		if err := unix.Mount("bpf", parent, "bpf", 0, "mode=0700"); err != nil {
+			return fmt.Errorf("exec records not pinned: no bpf file system at %s, and mounting one failed: %v", parent, err)
+		}
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("exec records not pinned: %v", err)
+	}
+	return nil
+}
+
+// attachTracker starts the exec tracker if it is not running yet.
 func (gt *Gate) attachTracker() error {
-	if gt.tracker.since != 0 {
+	if len(gt.tracker.links) > 0 {
 		return nil
 	}
 	for _, p := range []*ebpf.Program{gt.tracker.exec, gt.tracker.fork} {
@@ -367,16 +414,31 @@ func (gt *Gate) attachTracker() error {
 		}
 		gt.tracker.links = append(gt.tracker.links, l)
 	}
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		return fmt.Errorf("reading CLOCK_MONOTONIC: %w", err)
-	}
-	gt.tracker.since = uint64(ts.Nano())
 	return nil
 }
 
 // ExecTracking reports whether the exec tracker runs.
-func (gt *Gate) ExecTracking() bool { return gt.tracker.since != 0 }
+func (gt *Gate) ExecTracking() bool { return len(gt.tracker.links) > 0 }
+
+// ExecRecordsPinned says where the exec records are pinned, or why they are not.
+func (gt *Gate) ExecRecordsPinned() (dir, note string) { return gt.tracker.pinned, gt.tracker.pinNote }
+
+// HasExecRecord reports whether process pid has an exec record: whether
+// executable rules can match it at all. (Its validity, which depends on the
+// process not having exec'd since, only the kernel side can check.)
+func (gt *Gate) HasExecRecord(pid int) (bool, error) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return false, err
+	}
+	defer unix.Close(fd)
+	var rec gateExecId
+	err = gt.maps.ExecIds.Lookup(uint32(fd), &rec)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return false, nil
+	}
+	return err == nil, err
+}
 
 // Close detaches the programs and frees everything.
 func (gt *Gate) Close() error {

@@ -492,7 +492,7 @@ func TestCompileMatchesModel(t *testing.T) {
 	}
 	n, fails := 0, 0
 	for gi, g := range testGates() {
-		c, err := compile(g, uint32(gi+1), false, 20, 0)
+		c, err := compile(g, uint32(gi+1), false, 20)
 		if err != nil {
 			t.Fatalf("compile: %v", err)
 		}
@@ -520,7 +520,7 @@ func TestCompileTables(t *testing.T) {
 		{Name: "qemu", HasExe: true, Exes: []decision.FileID{exeA, exeB}, HasUID: true, UIDs: []uint32{107}, AuditOnly: true},
 		{Name: "vms", HasCgroup: true, Cgroups: []decision.CgroupSel{{ID: 10, Subtree: true}, {ID: 10}}, HasGID: true, GIDs: []uint32{36}, Grant: decision.GrantUserModeOnly},
 	}}
-	c, err := compile(g, 5, false, 20, 0)
+	c, err := compile(g, 5, false, 20)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -563,10 +563,10 @@ func TestCompileTables(t *testing.T) {
 	}
 
 	many := decision.Gate{Rules: make([]decision.Rule, decision.MaxRules+1)}
-	if _, err := compile(many, 1, false, 20, 0); err == nil || !strings.Contains(err.Error(), "at most 64") {
+	if _, err := compile(many, 1, false, 20); err == nil || !strings.Contains(err.Error(), "at most 64") {
 		t.Errorf("compile of 65 rules: %v", err)
 	}
-	if _, err := compile(decision.Gate{Rules: make([]decision.Rule, decision.MaxRules)}, 1, false, 20, 0); err != nil {
+	if _, err := compile(decision.Gate{Rules: make([]decision.Rule, decision.MaxRules)}, 1, false, 20); err != nil {
 		t.Errorf("compile of 64 rules: %v", err)
 	}
 }
@@ -587,7 +587,7 @@ func TestGroupsBeyondSixteen(t *testing.T) {
 	g := decision.Gate{Mode: decision.ModeUserModeOnly, Rules: []decision.Rule{{Name: "late-group", HasGID: true, GIDs: []uint32{118}}}}
 	s := decision.Subject{InitUserNS: true, EUID: 1000, EGID: 1000, Groups: groups}
 	r := decision.Request{Path: decision.PathIoctl64, FlagsKnown: true}
-	c, err := compile(g, 1, false, 20, 0)
+	c, err := compile(g, 1, false, 20)
 	if err != nil {
 		t.Fatal(err)
 	}

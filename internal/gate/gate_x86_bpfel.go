@@ -62,25 +62,24 @@ type gateRlVal struct {
 }
 
 type gateUffdConfig struct {
-	_                structs.HostLayout
-	Magic            uint32
-	Gen              uint32
-	Mode             uint32
-	Audit            uint32
-	Kill             uint32
-	EventBurst       uint32
-	Rules            uint64
-	GrantKernel      uint64
-	GrantUmo         uint64
-	AuditOnly        uint64
-	NoExe            uint64
-	NoCgroup         uint64
-	NoUid            uint64
-	NoGid            uint64
-	NoCaps           uint64
-	ExecTrackedSince uint64
-	CapsNamed        uint64
-	CapRules         [64]uint64
+	_           structs.HostLayout
+	Magic       uint32
+	Gen         uint32
+	Mode        uint32
+	Audit       uint32
+	Kill        uint32
+	EventBurst  uint32
+	Rules       uint64
+	GrantKernel uint64
+	GrantUmo    uint64
+	AuditOnly   uint64
+	NoExe       uint64
+	NoCgroup    uint64
+	NoUid       uint64
+	NoGid       uint64
+	NoCaps      uint64
+	CapsNamed   uint64
+	CapRules    [64]uint64
 }
 
 type gateUffdEvent struct {

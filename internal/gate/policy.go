@@ -20,7 +20,7 @@ type compiled struct {
 	cgroups map[gateCgroupKey]gateCgroupVal
 }
 
-func compile(g decision.Gate, gen uint32, kill bool, burst uint32, trackedSince uint64) (*compiled, error) {
+func compile(g decision.Gate, gen uint32, kill bool, burst uint32) (*compiled, error) {
 	if len(g.Rules) > decision.MaxRules {
 		return nil, fmt.Errorf("%d rules: at most %d fit", len(g.Rules), decision.MaxRules)
 	}
@@ -36,7 +36,6 @@ func compile(g decision.Gate, gen uint32, kill bool, burst uint32, trackedSince 
 		c.cfg.Kill = 1
 	}
 	c.cfg.EventBurst = burst
-	c.cfg.ExecTrackedSince = trackedSince
 	for i, r := range g.Rules {
 		bit := uint64(1) << uint(i)
 		c.cfg.Rules |= bit
@@ -105,7 +104,7 @@ func (gt *Gate) Apply(g decision.Gate) error {
 			return fmt.Errorf("policy generation %d (the previous policy stays in force): %w", gen, err)
 		}
 	}
-	c, err := compile(g, gen, gt.kill, gt.burst, gt.tracker.since)
+	c, err := compile(g, gen, gt.kill, gt.burst)
 	if err != nil {
 		return err
 	}

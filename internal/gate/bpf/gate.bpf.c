@@ -82,7 +82,6 @@ struct uffd_config {
 	u64 no_uid;
 	u64 no_gid;
 	u64 no_caps;
-	u64 exec_tracked_since;  /* CLOCK_MONOTONIC ns the exec tracker runs since; 0: not attached */
 	u64 caps_named;          /* capabilities some rule names */
 	u64 cap_rules[MAX_CAPS]; /* capability -> rules naming it */
 };
@@ -234,8 +233,9 @@ struct {
  * fork. Executable rules match this, not mm->exe_file: prctl(PR_SET_MM_MAP) can
  * point that at any file with only CAP_SYS_ADMIN in the caller's own user
  * namespace, which any user who can create one has. A record is valid only while
- * its exec_id is the task's self_exec_id, so a record that missed an exec (the
- * tracker could not update it) never vouches for the new program.
+ * its exec_id is the task's self_exec_id, so a record that missed an exec (no
+ * tracker ran, or it could not update the record) never vouches for the new
+ * program. The daemon pins this map, so records outlive a daemon restart.
  */
 struct exec_id {
 	u64 ino;
@@ -443,29 +443,19 @@ static __always_inline void file_id(struct file *f, struct exec_id *id)
 }
 
 /*
- * exec_identity is the file executable rules judge the task by: its exec record.
- * A task that existed before the tracker was attached has none and is judged by
- * mm->exe_file, the best there is for it. Any other task without a valid record
- * (one could not be allocated, or it missed an exec) matches no executable rule.
+ * exec_identity is the file executable rules judge the task by: its exec record,
+ * if it has a valid one. A task without (it started before the tracker ever ran,
+ * in a gap between daemons, or its record could not be allocated) matches no
+ * executable rule: the gate cannot tell what it runs.
  */
-static __always_inline bool exec_identity(struct task_struct *task, const struct uffd_config *cfg,
-					  struct exec_id *out)
+static __always_inline bool exec_identity(struct task_struct *task, struct exec_id *out)
 {
 	struct exec_id *rec = bpf_task_storage_get(&exec_ids, task, 0, 0);
-	struct file *exe;
 
-	if (rec) {
-		*out = *rec;
-		return rec->exec_id == BPF_CORE_READ(task, self_exec_id);
-	}
-	if (!cfg->exec_tracked_since || BPF_CORE_READ(task, start_time) >= cfg->exec_tracked_since)
+	if (!rec)
 		return false;
-	exe = BPF_CORE_READ(task, mm, exe_file);
-	if (!exe)
-		return false;
-	file_id(exe, out);
-	out->exec_id = BPF_CORE_READ(task, self_exec_id);
-	return true;
+	*out = *rec;
+	return rec->exec_id == task->self_exec_id;
 }
 
 static __always_inline void emit(struct task_struct *task, const struct cred *cred, u64 caps,
@@ -532,7 +522,7 @@ static __always_inline void emit(struct task_struct *task, const struct cred *cr
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	e->exe_ino = BPF_CORE_READ(exe, f_inode, i_ino);
 	e->exe_dev = BPF_CORE_READ(exe, f_inode, i_sb, s_dev);
-	e->exe_replaced = exec_identity(task, cfg, &id) && (id.ino != e->exe_ino || id.dev != e->exe_dev);
+	e->exe_replaced = exec_identity(task, &id) && (id.ino != e->exe_ino || id.dev != e->exe_dev);
 	exe_path(e, exe);
 	bpf_ringbuf_submit(e, 0);
 }
@@ -546,13 +536,13 @@ static __always_inline u64 lookup_id(void *map, u32 gen, u32 id)
 }
 
 /* Rules whose exe selector names the file the task exec'd, by file identity. */
-static __always_inline u64 match_exe(struct task_struct *task, const struct uffd_config *cfg, u32 gen)
+static __always_inline u64 match_exe(struct task_struct *task, u32 gen)
 {
 	struct exe_key k = { .gen = gen };
 	struct exec_id id;
 	u64 *v;
 
-	if (!exec_identity(task, cfg, &id))
+	if (!exec_identity(task, &id))
 		return 0;
 	k.dev = id.dev;
 	k.ino = id.ino;
@@ -642,7 +632,7 @@ static __always_inline u32 decide(struct task_struct *task, const struct request
 		if (matched & ~cfg->no_uid)
 			matched &= cfg->no_uid | lookup_id(&uid_rules, gen, cred->euid.val);
 		if (matched & ~cfg->no_exe)
-			matched &= cfg->no_exe | match_exe(task, cfg, gen);
+			matched &= cfg->no_exe | match_exe(task, gen);
 		if (matched & ~cfg->no_gid)
 			matched &= cfg->no_gid | match_gid(cred, gen);
 		if (matched & ~cfg->no_cgroup)
@@ -767,7 +757,9 @@ int uffdgate_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 
 /*
  * The exec tracker (attached while the policy has executable rules; both
- * backends). It runs at exec and fork only, never on other syscalls.
+ * backends). It runs at exec and fork only, never on other syscalls. Its records
+ * are pinned: they outlive a daemon restart, and a record that missed an exec
+ * while no tracker ran is invalid by its exec_id.
  */
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(uffdgate_track_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
@@ -785,12 +777,9 @@ int BPF_PROG(uffdgate_track_exec, struct task_struct *p, pid_t old_pid, struct l
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(uffdgate_track_fork, struct task_struct *parent, struct task_struct *child)
 {
-	struct uffd_config *cfg;
 	struct exec_id id, *rec;
-	u32 gen;
 
-	cfg = active_config(&gen);
-	if (!cfg || !exec_identity(parent, cfg, &id))
+	if (!exec_identity(parent, &id))
 		return 0; /* the child gets no record: it matches no executable rule */
 	rec = bpf_task_storage_get(&exec_ids, child, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (rec)

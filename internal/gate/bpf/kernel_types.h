@@ -163,7 +163,6 @@ struct task_struct {
 	struct thread_info thread_info;
 	pid_t pid;
 	pid_t tgid;
-	u64 start_time;   /* CLOCK_MONOTONIC ns */
 	u64 self_exec_id; /* incremented at every exec, inherited at fork */
 	struct task_struct *real_parent;
 	struct mm_struct *mm;
