@@ -24,7 +24,7 @@ func cmdAudit(args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "print JSON (fields in docs/audit-explain-probe.md)")
 	statePath := fs.String("state", state.DefaultPath, "the running daemon's state file")
 	if err := fs.Parse(args); err != nil {
-		return exitUsage
+		return parseFailed(err)
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "uffdgate audit: unexpected argument %q\n", fs.Arg(0))

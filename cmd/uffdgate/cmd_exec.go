@@ -36,7 +36,7 @@ func cmdExec(args []string, stdout, stderr io.Writer) int {
 		flagArgs = args[:dash]
 	}
 	if err := fs.Parse(flagArgs); err != nil {
-		return exitUsage
+		return parseFailed(err)
 	}
 	switch {
 	case dash < 0 && fs.NArg() > 0:

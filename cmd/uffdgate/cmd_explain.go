@@ -35,7 +35,7 @@ func cmdExplain(args []string, stdout, stderr io.Writer) int {
 	var pos []string
 	for rest := args; ; {
 		if err := fs.Parse(rest); err != nil {
-			return exitUsage
+			return parseFailed(err)
 		}
 		if fs.NArg() == 0 {
 			break

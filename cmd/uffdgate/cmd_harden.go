@@ -20,7 +20,7 @@ func cmdHarden(args []string, stdout, stderr io.Writer) int {
 	undo := fs.Bool("undo", false, "remove the files harden wrote (only those carrying its marker line)")
 	root := fs.String("root", "", "operate on the tree under DIR instead of / (no live settings are read or changed)")
 	if err := fs.Parse(args); err != nil {
-		return exitUsage
+		return parseFailed(err)
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "uffdgate harden: unexpected argument %q\n", fs.Arg(0))

@@ -47,7 +47,7 @@ func cmdProbe(args []string, stdout, stderr io.Writer) int {
 	timeout := fs.Duration("timeout", 10*time.Second, "each child is SIGKILLed after this long")
 	statePath := fs.String("state", state.DefaultPath, "the running daemon's state file")
 	if err := fs.Parse(args); err != nil {
-		return exitUsage
+		return parseFailed(err)
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "uffdgate probe: unexpected argument %q\n", fs.Arg(0))

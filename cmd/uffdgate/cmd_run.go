@@ -36,7 +36,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	kill := fs.Bool("kill", false, "audit backend: SIGKILL processes whose requests the policy would refuse (after the fact; see README)")
 	pinDir := fs.String("pin-dir", gate.DefaultPinDir, "bpffs directory keeping the exec records across restarts of uffdgate (empty: do not keep them)")
 	if err := fs.Parse(args); err != nil {
-		return exitUsage
+		return parseFailed(err)
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "uffdgate run: unexpected argument %q (did you mean --policy %s?)\n", fs.Arg(0), fs.Arg(0))

@@ -20,7 +20,7 @@ func cmdSeccompProfile(args []string, stdout, stderr io.Writer) int {
 	merge := fs.String("merge", "", "profile to start from (Docker format); default: Docker's default profile")
 	outPath := fs.String("o", "", "write the profile to this file instead of standard output")
 	if err := fs.Parse(args); err != nil {
-		return exitUsage
+		return parseFailed(err)
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "uffdgate seccomp-profile: unexpected argument %q (did you mean --merge %s?)\n", fs.Arg(0), fs.Arg(0))

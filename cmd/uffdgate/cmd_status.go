@@ -21,7 +21,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "print the state as JSON (the fields of /run/uffdgate/state.json)")
 	path := fs.String("state", state.DefaultPath, "the state file the daemon publishes")
 	if err := fs.Parse(args); err != nil {
-		return exitUsage
+		return parseFailed(err)
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "uffdgate status: unexpected argument %q\n", fs.Arg(0))

@@ -148,6 +148,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	d.log.Info("uffdgate "+d.gateState(), started...)
 	d.warnUnresolved(nil, unresolved)
+	d.warnAdvice(d.pol)
 	d.warnNoExecRecord(g)
 
 	enr := &events.Enricher{Policy: d.generation}
@@ -389,6 +390,7 @@ func (d *daemon) reload(why string) {
 		slog.String("policy_source", p.Source), slog.String("policy_digest", p.Digest),
 		slog.Uint64("policy_generation", uint64(d.gt.Generation())))
 	d.warnUnresolved(prev, unresolved)
+	d.warnAdvice(p)
 }
 
 // reresolve applies the policy again when the files or cgroups it names now
@@ -450,6 +452,14 @@ func (d *daemon) warnNoExecRecord(g decision.Gate) {
 			slog.String("remedy", "restart the process (uffdgate cannot tell what a process started before it exec'd; its records survive uffdgate's own restarts)"))
 	}
 	d.noRecord = seen
+}
+
+// warnAdvice logs the policy's valid but weak rules (policy.Advice).
+func (d *daemon) warnAdvice(p *policy.Policy) {
+	for _, a := range p.Advice() {
+		d.log.Warn("a policy rule is weaker than it looks", slog.String("event", "advice"),
+			slog.String("policy_source", p.Source), slog.String("detail", a))
+	}
 }
 
 func (d *daemon) warnUnresolved(prev, now []string) {

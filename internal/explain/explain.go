@@ -216,7 +216,7 @@ func (r *Report) row(id Identity, gate hostinfo.Gate, p decision.Path, umo bool)
 			add("uffdgate", Refuses, res.Reason)
 			decide("EPERM", "uffdgate", res.Reason+" (remedy: "+res.Remedy+")")
 		case decision.WouldDeny:
-			add("uffdgate", Passes, "audit mode: would refuse ("+res.Reason+"), reports instead")
+			add("uffdgate", Passes, auditWhy(gate)+": would refuse ("+res.Reason+"), reports instead")
 		default:
 			add("uffdgate", Allows, res.Reason)
 		}
@@ -225,7 +225,7 @@ func (r *Report) row(id Identity, gate hostinfo.Gate, p decision.Path, umo bool)
 		row.Outcome, row.DecidedBy, row.Why = "allowed", "kernel", allowedWhy(id, p, umo, ptraceHeld, sysctlOn)
 		if gate.Enforced() {
 			if res := decision.Decide(gate.Model(), s, req); res.Verdict == decision.WouldDeny {
-				row.Why += "; uffdgate would refuse it but only reports (audit mode): " + res.Reason
+				row.Why += "; uffdgate would refuse it but only reports (" + auditWhy(gate) + "): " + res.Reason
 			} else {
 				row.Why += "; uffdgate allows it: " + res.Reason
 			}
@@ -378,4 +378,12 @@ func capsText(hex string) string {
 		return strings.Join(names, ",")
 	}
 	return fmt.Sprintf("%d capabilities (0x%s)", len(names), strings.TrimLeft(hex, "0"))
+}
+
+// auditWhy names why uffdgate reports instead of refusing.
+func auditWhy(g hostinfo.Gate) string {
+	if g.Backend == "audit" {
+		return "audit backend"
+	}
+	return "audit mode"
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
@@ -459,4 +460,20 @@ func (gt *Gate) Close() error {
 	}
 	errs = append(errs, gt.maps.Close())
 	return errors.Join(errs...)
+}
+
+// ProbeLSM loads, without attaching, a two-instruction LSM program on
+// uffdgate's hook: whether this kernel accepts LSM programs at all (some refuse
+// them with bpf in the active LSM list, lockdown or vendor patches). The error
+// wraps ErrKernelRefused when the kernel refuses.
+func ProbeLSM() error {
+	_ = rlimit.RemoveMemlock()
+	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type: ebpf.LSM, AttachType: ebpf.AttachLSMMac, AttachTo: "inode_init_security_anon", License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+	})
+	if err != nil {
+		return explainLoad(err)
+	}
+	return p.Close()
 }

@@ -29,6 +29,9 @@ type Kernel interface {
 	// MountSecurityFS mounts securityfs, which holds the LSM list, when it is
 	// not mounted (a minimal initramfs), as `uffdgate run` does.
 	MountSecurityFS() error
+	// LoadLSMProgram loads (without attaching) a trivial BPF LSM program: some
+	// kernels refuse them even with bpf in the active LSM list.
+	LoadLSMProgram() error
 }
 
 // Options are the audit's inputs.
@@ -115,8 +118,11 @@ func (r *Report) kernel(o Options) (present bool) {
 		if !k.BTF {
 			r.add(Finding{ID: "btf.missing", Severity: Warning, Title: "BPF LSM is active but the kernel exposes no BTF: uffdgate run cannot load its program",
 				Remedy: "boot a kernel built with CONFIG_DEBUG_INFO_BTF=y"})
+		} else if err := o.Kernel.LoadLSMProgram(); err != nil {
+			r.add(Finding{ID: "bpf_lsm.refused", Severity: Warning, Title: "BPF LSM is active, but this kernel refuses LSM programs: uffdgate run cannot enforce here",
+				Detail: err.Error(), Remedy: "run a kernel that accepts BPF LSM programs; meanwhile `uffdgate run --accept-audit-only` reports (the audit backend) and `uffdgate exec` holds process trees to user-mode-only"})
 		} else {
-			r.add(Finding{ID: "bpf_lsm.active", Severity: Info, Title: "BPF LSM is active and BTF is present: uffdgate run can enforce here"})
+			r.add(Finding{ID: "bpf_lsm.active", Severity: Info, Title: "BPF LSM is active, BTF is present and the kernel loads LSM programs: uffdgate run can enforce here"})
 		}
 	default:
 		if err := o.Kernel.BPFLSMInBTF(); err != nil {
@@ -187,6 +193,9 @@ func (r *Report) gateFindings(o Options) {
 		r.add(Finding{ID: "gate.not_running", Severity: Warning, Title: "uffdgate is not running: the kernel's own checks alone decide who gets kernel-fault contexts",
 			Detail: g.NotRunning,
 			Remedy: "start `uffdgate run` (needs BPF LSM), or run the process trees to hold to user-mode-only contexts under `uffdgate exec`"})
+	case g.Backend == "audit" && !g.Hypothetical:
+		r.add(Finding{ID: "gate.audit_backend", Severity: Warning, Title: "uffdgate runs the audit backend: it reports kernel-fault contexts after they are made, it refuses nothing",
+			Remedy: "run a kernel that accepts BPF LSM programs (`bpf` in lsm=), then restart `uffdgate run`"})
 	case g.Policy != nil && g.Policy.Audit && !g.Hypothetical:
 		r.add(Finding{ID: "gate.audit_mode", Severity: Warning, Title: "uffdgate runs in audit mode: it reports, it refuses nothing",
 			Remedy: "set `audit: false` in the policy once its reports look right, then reload"})

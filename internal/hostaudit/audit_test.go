@@ -28,12 +28,13 @@ func TestMain(m *testing.M) { os.Exit(testsubject.Run(m)) }
 
 // kernel is a fake Kernel; mount, when set, is what mounting securityfs adds.
 type kernel struct {
-	syscallErr, btfErr error
-	mount              func() error
+	syscallErr, btfErr, lsmLoadErr error
+	mount                          func() error
 }
 
 func (k kernel) UserfaultfdSyscall() error { return k.syscallErr }
 func (k kernel) BPFLSMInBTF() error        { return k.btfErr }
+func (k kernel) LoadLSMProgram() error     { return k.lsmLoadErr }
 func (k kernel) MountSecurityFS() error {
 	if k.mount == nil {
 		return errors.New("not permitted")
@@ -223,6 +224,20 @@ func TestBPFLSM(t *testing.T) {
 	r = run(f, notRunning(), kernel{btfErr: errors.New("this kernel was built without BPF LSM support")})
 	if fd := findings(r)["bpf_lsm.unavailable"]; fd.Severity != hostaudit.Warning || !strings.Contains(fd.Detail, "without BPF LSM") {
 		t.Errorf("no BPF LSM: %s", ids(r))
+	}
+}
+
+// TestLSMProgramsRefused: bpf in the LSM list is not enough when the kernel
+// refuses LSM programs (as the development machine's does): the audit must not
+// say uffdgate can enforce. (Regression: it did.)
+func TestLSMProgramsRefused(t *testing.T) {
+	r := run(New(), notRunning(), kernel{lsmLoadErr: errors.New("the kernel refused the BPF LSM program: operation not permitted")})
+	fs := findings(r)
+	if fd := fs["bpf_lsm.refused"]; fd.Severity != hostaudit.Warning || !strings.Contains(fd.Detail, "operation not permitted") || !strings.Contains(fd.Remedy, "--accept-audit-only") {
+		t.Errorf("LSM programs refused: %s", ids(r))
+	}
+	if _, claims := fs["bpf_lsm.active"]; claims {
+		t.Errorf("the audit still says uffdgate can enforce: %s", ids(r))
 	}
 }
 

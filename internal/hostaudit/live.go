@@ -6,6 +6,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/uffdgate/uffdgate/internal/decision"
+	"github.com/uffdgate/uffdgate/internal/gate"
 	"github.com/uffdgate/uffdgate/internal/preflight"
 	"github.com/uffdgate/uffdgate/internal/uffd"
 )
@@ -34,3 +35,6 @@ func (LiveKernel) MountSecurityFS() error {
 	_, err := preflight.Default().ActiveLSMs()
 	return err
 }
+
+// LoadLSMProgram implements Kernel with the gate's probe.
+func (LiveKernel) LoadLSMProgram() error { return gate.ProbeLSM() }

@@ -20,6 +20,9 @@ type Gate struct {
 	Running bool
 	PID     int
 	State   string // the daemon's "enforcing" or "auditing"
+	// Backend is the running daemon's: "lsm", or "audit", which sees requests
+	// only after the kernel made the context and so refuses nothing.
+	Backend string
 	// Policy is what the model evaluates: the daemon's, or one given on the
 	// command line; nil when only the kernel decides.
 	Policy *policy.Policy
@@ -56,6 +59,9 @@ func (g Gate) Describe() string {
 	case g.Hypothetical:
 		return fmt.Sprintf("evaluating %s (mode %s, audit %v) as if uffdgate enforced it; it is not running (%s)", g.Policy.Source, g.Policy.Mode, g.Policy.Audit, g.NotRunning)
 	}
+	if g.Backend == "audit" {
+		return fmt.Sprintf("uffdgate is running (pid %d) in the audit backend, which refuses nothing (this kernel cannot run the LSM gate): policy %s, mode %s", g.PID, g.Policy.Source, g.Policy.Mode)
+	}
 	return fmt.Sprintf("uffdgate is running (pid %d, %s): policy %s, mode %s, audit %v", g.PID, g.State, g.Policy.Source, g.Policy.Mode, g.Policy.Audit)
 }
 
@@ -89,7 +95,7 @@ func (h Host) ResolveGate(statePath, policyFile string) (Gate, error) {
 		g.NotRunning = "unknown"
 		return g, fmt.Errorf("cannot tell whether uffdgate runs or which policy it enforces: %w", err)
 	}
-	g.Running, g.PID, g.State = true, st.PID, st.State
+	g.Running, g.PID, g.State, g.Backend = true, st.PID, st.State, st.Backend
 	if g.Hypothetical {
 		return g, nil
 	}
@@ -102,6 +108,10 @@ func (h Host) ResolveGate(statePath, policyFile string) (Gate, error) {
 	}
 	g.Policy = p
 	g.compiled, g.Unresolved = p.Compile(h.Resolver())
+	if g.Backend == "audit" {
+		// It reports what the policy would refuse, as audit mode does.
+		g.compiled.Audit = true
+	}
 	return g, nil
 }
 

@@ -148,6 +148,16 @@ func TestResolveGate(t *testing.T) {
 	if err != nil || !g.Running || !g.Enforced() || g.PID != cmd.Process.Pid || g.Model().Mode != decision.ModeDeny || !g.Model().Audit {
 		t.Errorf("running daemon: %+v, %v", g, err)
 	}
+	// Regression: a daemon in the audit backend refuses nothing, whatever its
+	// policy says; probe and explain expected refusals from it.
+	writeState(t, statePath, state.State{PID: cmd.Process.Pid, State: "auditing", Backend: "audit", PolicyYAML: "mode: user-mode-only\n"})
+	g, err = h.ResolveGate(statePath, "")
+	if err != nil || !g.Enforced() || !g.Model().Audit || g.Backend != "audit" || !strings.Contains(g.Describe(), "refuses nothing") {
+		t.Errorf("daemon in the audit backend: %+v (%q), %v; want its policy evaluated as auditing", g, g.Describe(), err)
+	}
+	if res := decision.Decide(g.Model(), decision.Subject{}, decision.Request{Path: decision.PathSyscall64, Flags: decision.CloseOnExec, FlagsKnown: true}); res.Verdict != decision.WouldDeny {
+		t.Errorf("audit backend: a kernel-fault request is %s, want would-deny", res.Verdict)
+	}
 	writeState(t, statePath, state.State{PID: cmd.Process.Pid, State: "enforcing"})
 	if _, err = h.ResolveGate(statePath, ""); err == nil || !strings.Contains(err.Error(), "publishes no policy") {
 		t.Errorf("running daemon without a policy text: %v", err)

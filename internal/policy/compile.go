@@ -92,7 +92,27 @@ func (p *Policy) Compile(r Resolver) (g decision.Gate, unresolved []string) {
 	return g, unresolved
 }
 
-// Check fills p.Warnings with what resolving on this host finds missing.
+// Check fills p.Warnings with what resolving on this host finds missing (it
+// matches nothing until it exists) and with Advice.
 func (p *Policy) Check(r Resolver) {
-	_, p.Warnings = p.Compile(r)
+	_, unresolved := p.Compile(r)
+	p.Warnings = nil
+	for _, u := range unresolved {
+		p.Warnings = append(p.Warnings, u+" (it matches nothing until it exists)")
+	}
+	p.Warnings = append(p.Warnings, p.Advice()...)
+}
+
+// Advice lists rules that are valid but weaker than they look: a rule that
+// grants kernel-fault contexts to executables alone lets anyone who can run
+// them have them create contexts on their behalf.
+func (p *Policy) Advice() []string {
+	var out []string
+	for _, r := range p.Rules {
+		if len(r.Executables) > 0 && !r.HasUIDs && !r.HasGIDs && len(r.Cgroups) == 0 && r.Caps == 0 &&
+			r.Grant == decision.GrantKernelFaults && !r.AuditOnly {
+			out = append(out, fmt.Sprintf("line %d: rule %s allows its executables whoever runs them: anyone who can run one can make it create a kernel-fault context for them (LD_PRELOAD, ptrace, /proc/PID/mem) and take it; add uids or cgroups naming who runs it", r.Line, r.Name))
+		}
+	}
+	return out
 }

@@ -111,7 +111,7 @@ func Load(path string) (*Policy, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, &Error{File: path, Msg: fmt.Sprintf("cannot read the policy: %v", errors.Unwrap(err)),
-			Fix: "give the path of a readable policy file, or omit --policy for the embedded default"}
+			Fix: "give the path of a readable policy file (`uffdgate run` without --policy uses the embedded default, which `uffdgate policy default` prints)"}
 	}
 	return Parse(path, data)
 }
