@@ -566,3 +566,44 @@ func TestExecRecordsAcrossRestart(t *testing.T) {
 	}
 	fmt.Println("RULES restart cases: 3")
 }
+
+// TestLongExecutablePath: an executable under a directory with a long name
+// (as Go's build cache makes) is logged by its full path, or, when the process
+// is gone before the daemon reads /proc, by the kernel's copy with the cut name
+// marked; never by a wrong path. (Regression: the cut was silent.)
+func TestLongExecutablePath(t *testing.T) {
+	dir := "/tmp/" + strings.Repeat("c8", 32)
+	bin := install(t, dir+"/uffdtry", 0o755)
+	cut := "/tmp/" + strings.Repeat("c8", 32)[:47] + "…/uffdtry"
+	d := startDaemon(t, "")
+	defer d.stop(t)
+	const n = 10
+	for range n {
+		runAll(t, subj(bin, as(testUID, "-try", kfReq)...))
+	}
+	var full, marked int
+	count := func(m map[string]any) bool {
+		if m["event"] == "decision" && m["comm"] == "uffdtry" && strings.HasPrefix(fmt.Sprint(m["exe"]), "/tmp/c8") {
+			switch m["exe"] {
+			case bin:
+				full++
+			case cut:
+				marked++
+			default:
+				t.Errorf("event names the executable %q; want %q or %q", m["exe"], bin, cut)
+			}
+		}
+		return false
+	}
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		full, marked = 0, 0
+		d.find(count)
+		if full+marked >= n {
+			break
+		}
+	}
+	if full+marked != n {
+		t.Errorf("%d events for the long path (%d full, %d marked), want %d:\n%s", full+marked, full, marked, n, d.log())
+	}
+	t.Logf("long path: %d events by /proc, %d by the kernel's marked copy", full, marked)
+}

@@ -82,7 +82,7 @@ type daemon struct {
 	limiter  *events.Limiter
 	exeNames *exeNames
 
-	fileText []byte // the policy file's content last read, valid or not
+	fileText []byte       // the policy file's content last read, valid or not
 	noRecord map[int]bool // processes already reported without an exec record
 
 	mu         sync.Mutex

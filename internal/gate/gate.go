@@ -93,6 +93,11 @@ const DefaultPinDir = "/sys/fs/bpf/uffdgate"
 // through the ring buffer, so that it cannot crowd out another's.
 const DefaultEventBurst = 20
 
+// UserBurstFactor: a user's events per second and verdict, all its executables
+// together, are at most this many bursts (a user can copy a program as often as
+// it likes; it stays one user).
+const UserBurstFactor = 5
+
 // ErrKernelRefused means the kernel would not load or attach the LSM program even
 // though the caller is privileged.
 var ErrKernelRefused = errors.New("the kernel refused the BPF LSM program")
@@ -294,7 +299,8 @@ func DecodeRecord(b []byte) (events.Record, error) {
 }
 
 // exePath joins the components the kernel recorded, leaf first; a path the
-// kernel could not follow to the root is marked with a leading "…".
+// kernel could not follow to the root is marked with a leading "…", a name it
+// cut short with a trailing one.
 func exePath(e *gateUffdEvent) string {
 	n := min(int(e.ExeDepth), len(e.ExeComp))
 	if n == 0 {
@@ -303,6 +309,9 @@ func exePath(e *gateUffdEvent) string {
 	parts := make([]string, n)
 	for i := 0; i < n; i++ {
 		parts[n-1-i] = cString(e.ExeComp[i][:])
+		if e.ExeCut&(1<<uint(i)) != 0 {
+			parts[n-1-i] += "…" // the kernel's copy of a long name is cut short
+		}
 	}
 	p := "/" + strings.Join(parts, "/")
 	if e.ExeTruncated != 0 {

@@ -153,10 +153,16 @@ func TestExePath(t *testing.T) {
 		{"16 components", true, sixteen, -1, "…/d0/d1/d2/d3/d4/d5/d6/d7/d8/d9/d10/d11/d12/d13/d14/d15"},
 		{"depth beyond the array is clamped", true, sixteen, 200, "…/d0/d1/d2/d3/d4/d5/d6/d7/d8/d9/d10/d11/d12/d13/d14/d15"},
 		{"depth below what was written", false, []string{"a", "b", "c"}, 2, "/b/a"},
+		// Regression: a go-build cache directory (64 hex digits) was logged cut
+		// to 47 bytes with nothing to say so.
+		{"a name the kernel cut short", false, []string{"uffdtry", long47, "go-build"}, -1, "/go-build/" + long47 + "…/uffdtry"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var e gateUffdEvent
 			withExe(&e, c.truncated, c.comps...)
+			if c.name == "a name the kernel cut short" {
+				e.ExeCut = 1 << 1
+			}
 			if c.depth >= 0 {
 				e.ExeDepth = uint32(c.depth)
 			}

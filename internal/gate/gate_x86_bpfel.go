@@ -54,6 +54,12 @@ type gateRlKey struct {
 	Verdict uint32
 }
 
+type gateRlUserKey struct {
+	_       structs.HostLayout
+	Euid    uint32
+	Verdict uint32
+}
+
 type gateRlVal struct {
 	_           structs.HostLayout
 	WindowStart uint64
@@ -62,24 +68,26 @@ type gateRlVal struct {
 }
 
 type gateUffdConfig struct {
-	_           structs.HostLayout
-	Magic       uint32
-	Gen         uint32
-	Mode        uint32
-	Audit       uint32
-	Kill        uint32
-	EventBurst  uint32
-	Rules       uint64
-	GrantKernel uint64
-	GrantUmo    uint64
-	AuditOnly   uint64
-	NoExe       uint64
-	NoCgroup    uint64
-	NoUid       uint64
-	NoGid       uint64
-	NoCaps      uint64
-	CapsNamed   uint64
-	CapRules    [64]uint64
+	_              structs.HostLayout
+	Magic          uint32
+	Gen            uint32
+	Mode           uint32
+	Audit          uint32
+	Kill           uint32
+	EventBurst     uint32
+	UserEventBurst uint32
+	PadCfg         uint32
+	Rules          uint64
+	GrantKernel    uint64
+	GrantUmo       uint64
+	AuditOnly      uint64
+	NoExe          uint64
+	NoCgroup       uint64
+	NoUid          uint64
+	NoGid          uint64
+	NoCaps         uint64
+	CapsNamed      uint64
+	CapRules       [64]uint64
 }
 
 type gateUffdEvent struct {
@@ -114,6 +122,8 @@ type gateUffdEvent struct {
 	Comm             [16]int8
 	ExeDepth         uint32
 	ExeTruncated     uint32
+	ExeCut           uint32
+	Pad4             uint32
 	ExeComp          [16][48]int8
 }
 
@@ -141,6 +151,7 @@ const (
 	gateMapGidRules           = "gid_rules"
 	gateMapLost               = "lost"
 	gateMapRatelimit          = "ratelimit"
+	gateMapRatelimitUser      = "ratelimit_user"
 	gateMapSelftest           = "selftest"
 	gateMapUidRules           = "uid_rules"
 	gateProgUffdgateAnonInode = "uffdgate_anon_inode"
@@ -203,18 +214,19 @@ type gateProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type gateMapSpecs struct {
-	Active      *ebpf.MapSpec `ebpf:"active"`
-	CgroupRules *ebpf.MapSpec `ebpf:"cgroup_rules"`
-	Config      *ebpf.MapSpec `ebpf:"config"`
-	Counters    *ebpf.MapSpec `ebpf:"counters"`
-	Events      *ebpf.MapSpec `ebpf:"events"`
-	ExeRules    *ebpf.MapSpec `ebpf:"exe_rules"`
-	ExecIds     *ebpf.MapSpec `ebpf:"exec_ids"`
-	GidRules    *ebpf.MapSpec `ebpf:"gid_rules"`
-	Lost        *ebpf.MapSpec `ebpf:"lost"`
-	Ratelimit   *ebpf.MapSpec `ebpf:"ratelimit"`
-	Selftest    *ebpf.MapSpec `ebpf:"selftest"`
-	UidRules    *ebpf.MapSpec `ebpf:"uid_rules"`
+	Active        *ebpf.MapSpec `ebpf:"active"`
+	CgroupRules   *ebpf.MapSpec `ebpf:"cgroup_rules"`
+	Config        *ebpf.MapSpec `ebpf:"config"`
+	Counters      *ebpf.MapSpec `ebpf:"counters"`
+	Events        *ebpf.MapSpec `ebpf:"events"`
+	ExeRules      *ebpf.MapSpec `ebpf:"exe_rules"`
+	ExecIds       *ebpf.MapSpec `ebpf:"exec_ids"`
+	GidRules      *ebpf.MapSpec `ebpf:"gid_rules"`
+	Lost          *ebpf.MapSpec `ebpf:"lost"`
+	Ratelimit     *ebpf.MapSpec `ebpf:"ratelimit"`
+	RatelimitUser *ebpf.MapSpec `ebpf:"ratelimit_user"`
+	Selftest      *ebpf.MapSpec `ebpf:"selftest"`
+	UidRules      *ebpf.MapSpec `ebpf:"uid_rules"`
 }
 
 // gateVariableSpecs contains global variables before they are loaded into the kernel.
@@ -245,18 +257,19 @@ func (o *gateObjects) Close() error {
 //
 // It can be passed to loadGateObjects or ebpf.CollectionSpec.LoadAndAssign.
 type gateMaps struct {
-	Active      *ebpf.Map `ebpf:"active"`
-	CgroupRules *ebpf.Map `ebpf:"cgroup_rules"`
-	Config      *ebpf.Map `ebpf:"config"`
-	Counters    *ebpf.Map `ebpf:"counters"`
-	Events      *ebpf.Map `ebpf:"events"`
-	ExeRules    *ebpf.Map `ebpf:"exe_rules"`
-	ExecIds     *ebpf.Map `ebpf:"exec_ids"`
-	GidRules    *ebpf.Map `ebpf:"gid_rules"`
-	Lost        *ebpf.Map `ebpf:"lost"`
-	Ratelimit   *ebpf.Map `ebpf:"ratelimit"`
-	Selftest    *ebpf.Map `ebpf:"selftest"`
-	UidRules    *ebpf.Map `ebpf:"uid_rules"`
+	Active        *ebpf.Map `ebpf:"active"`
+	CgroupRules   *ebpf.Map `ebpf:"cgroup_rules"`
+	Config        *ebpf.Map `ebpf:"config"`
+	Counters      *ebpf.Map `ebpf:"counters"`
+	Events        *ebpf.Map `ebpf:"events"`
+	ExeRules      *ebpf.Map `ebpf:"exe_rules"`
+	ExecIds       *ebpf.Map `ebpf:"exec_ids"`
+	GidRules      *ebpf.Map `ebpf:"gid_rules"`
+	Lost          *ebpf.Map `ebpf:"lost"`
+	Ratelimit     *ebpf.Map `ebpf:"ratelimit"`
+	RatelimitUser *ebpf.Map `ebpf:"ratelimit_user"`
+	Selftest      *ebpf.Map `ebpf:"selftest"`
+	UidRules      *ebpf.Map `ebpf:"uid_rules"`
 }
 
 func (m *gateMaps) Close() error {
@@ -271,6 +284,7 @@ func (m *gateMaps) Close() error {
 		m.GidRules,
 		m.Lost,
 		m.Ratelimit,
+		m.RatelimitUser,
 		m.Selftest,
 		m.UidRules,
 	)

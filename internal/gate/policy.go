@@ -36,6 +36,7 @@ func compile(g decision.Gate, gen uint32, kill bool, burst uint32) (*compiled, e
 		c.cfg.Kill = 1
 	}
 	c.cfg.EventBurst = burst
+	c.cfg.UserEventBurst = burst * UserBurstFactor
 	for i, r := range g.Rules {
 		bit := uint64(1) << uint(i)
 		c.cfg.Rules |= bit

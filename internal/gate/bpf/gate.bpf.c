@@ -73,6 +73,8 @@ struct uffd_config {
 	u32 audit;
 	u32 kill;         /* audit backend only: SIGKILL a process whose request it would deny */
 	u32 event_burst;  /* events per executable and verdict per second before counting only */
+	u32 user_event_burst; /* events per user and verdict per second, all executables */
+	u32 pad_cfg;
 	u64 rules;        /* bit per defined rule */
 	u64 grant_kernel; /* rules granting kernel-fault contexts */
 	u64 grant_umo;    /* rules granting user-mode-only contexts (matters in mode deny) */
@@ -140,6 +142,8 @@ struct uffd_event {
 	/* The executable's path components, leaf first; see exe_path(). */
 	u32 exe_depth;
 	u32 exe_truncated;
+	u32 exe_cut; /* bit n: component n was longer than EXE_COMPONENT_LEN - 1 and is cut */
+	u32 pad4;
 	char exe_comp[EXE_MAX_COMPONENTS][EXE_COMPONENT_LEN];
 };
 
@@ -250,6 +254,18 @@ struct {
 	__type(key, int);
 	__type(value, struct exec_id);
 } exec_ids SEC(".maps");
+
+struct rl_user_key {
+	u32 euid;
+	u32 verdict;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct rl_user_key);
+	__type(value, struct rl_val);
+} ratelimit_user SEC(".maps");
 
 /* Events that did not fit in the ring buffer. */
 struct {
@@ -394,6 +410,7 @@ static __always_inline void exe_path(struct uffd_event *e, struct file *exe)
 
 	e->exe_depth = 0;
 	e->exe_truncated = 1;
+	e->exe_cut = 0;
 	if (!exe)
 		return;
 	/*
@@ -412,6 +429,8 @@ static __always_inline void exe_path(struct uffd_event *e, struct file *exe)
 		if (parent == d)
 			goto complete;
 		bpf_probe_read_kernel_str(e->exe_comp[n], EXE_COMPONENT_LEN, BPF_CORE_READ(d, d_name.name));
+		if (BPF_CORE_READ(d, d_name.len) >= EXE_COMPONENT_LEN)
+			e->exe_cut |= 1u << n;
 		d = parent;
 	}
 	e->exe_depth = n;
@@ -458,6 +477,30 @@ static __always_inline bool exec_identity(struct task_struct *task, struct exec_
 	return rec->exec_id == task->self_exec_id;
 }
 
+/*
+ * user_budget: events per user and verdict per window, on top of the limit per
+ * executable. Copies of one program are as many executables; they are still one
+ * user, whose flood then cannot crowd other users' events out of the ring buffer.
+ */
+static __always_inline bool user_budget(u32 euid, u32 verdict, u64 now, const struct uffd_config *cfg)
+{
+	struct rl_user_key k = { .euid = euid, .verdict = verdict };
+	struct rl_val *v = bpf_map_lookup_elem(&ratelimit_user, &k), fresh = {};
+
+	if (!v) {
+		fresh.window_start = now;
+		fresh.in_window = 1;
+		bpf_map_update_elem(&ratelimit_user, &k, &fresh, 0 /* BPF_ANY */);
+		return true;
+	}
+	if (now - v->window_start > RL_WINDOW_NS) {
+		v->window_start = now;
+		v->in_window = 1;
+		return true;
+	}
+	return __sync_fetch_and_add(&v->in_window, 1) < cfg->user_event_burst;
+}
+
 static __always_inline void emit(struct task_struct *task, const struct cred *cred, u64 caps,
 				 const struct request *req, const struct uffd_config *cfg, u32 verdict,
 				 bool allowlisted, u64 matched, u32 backend)
@@ -484,6 +527,14 @@ static __always_inline void emit(struct task_struct *task, const struct cred *cr
 		carry = __sync_lock_test_and_set(&rv->suppressed, 0);
 	} else if (__sync_fetch_and_add(&rv->in_window, 1) >= cfg->event_burst) {
 		__sync_fetch_and_add(&rv->suppressed, 1);
+		return;
+	}
+	if (!user_budget(BPF_CORE_READ(cred, euid.val), verdict, now, cfg)) {
+		/* Held back by the user's budget: counted with the executable's, carried
+		 * by its next event. */
+		rv = bpf_map_lookup_elem(&ratelimit, &rk);
+		if (rv)
+			__sync_fetch_and_add(&rv->suppressed, 1 + carry);
 		return;
 	}
 

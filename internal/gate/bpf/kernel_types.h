@@ -113,6 +113,13 @@ struct css_set {
 };
 
 struct qstr {
+	union {
+		struct {
+			u32 hash;
+			u32 len; /* little-endian layout of HASH_LEN_DECLARE */
+		};
+		u64 hash_len;
+	};
 	const unsigned char *name;
 };
 
