@@ -214,7 +214,7 @@ loop:
 		attrs = append(attrs, slog.Any("decisions", summarize(counters)), slog.Uint64("events_lost", lost),
 			slog.Uint64("log_lines_suppressed", d.limiter.Suppressed()))
 	}
-	d.log.Info("uffdgate stopped: gate detached", attrs...)
+	d.log.Info("uffdgate stopped: its BPF programs are detached", attrs...)
 	return err
 }
 

@@ -40,6 +40,7 @@ type Gate struct {
 	events  *ringbuf.Reader
 	gen     uint32 // policy generation in force
 	tracker tracker
+	closed  bool
 }
 
 // tracker is the exec tracker: what executable rules judge a task by (see
@@ -450,8 +451,12 @@ func (gt *Gate) HasExecRecord(pid int) (bool, error) {
 	return err == nil, err
 }
 
-// Close detaches the programs and frees everything.
+// Close detaches the programs and frees everything; closing again does nothing.
 func (gt *Gate) Close() error {
+	if gt.closed {
+		return nil
+	}
+	gt.closed = true
 	var errs []error
 	if gt.events != nil {
 		errs = append(errs, gt.events.Close())
