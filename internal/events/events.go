@@ -123,12 +123,47 @@ func (e *Enricher) executable(r Record) string {
 	exe := filepath.Join(e.procRoot(), strconv.Itoa(int(r.TGID)), "exe")
 	p, err := os.Readlink(exe)
 	if err == nil {
-		var st syscall.Stat_t
-		if syscall.Stat(exe, &st) == nil && st.Ino == r.ExeIno && decision.KernelDev(st.Dev) == r.ExeDev {
+		if st, ok := statBounded(exe, statWait); ok && st.Ino == r.ExeIno && decision.KernelDev(st.Dev) == r.ExeDev {
 			return p
 		}
 	}
 	return r.ExePath
+}
+
+// statWait is how long enrichment waits for a stat of an executable.
+const statWait = 200 * time.Millisecond
+
+// statSlots bounds the stats in flight: a stat can block for as long as the
+// file system likes (a user's FUSE mount), and the event loop must not.
+var statSlots = make(chan struct{}, 4)
+
+var stat = syscall.Stat // tests replace it with one that blocks
+
+// statBounded stats path unless that takes longer than wait or every slot is
+// taken by stats that are still blocked; then ok is false.
+func statBounded(path string, wait time.Duration) (st syscall.Stat_t, ok bool) {
+	select {
+	case statSlots <- struct{}{}:
+	default:
+		return st, false
+	}
+	type result struct {
+		st  syscall.Stat_t
+		err error
+	}
+	done, statFn := make(chan result, 1), stat
+	go func() {
+		defer func() { <-statSlots }()
+		var r result
+		r.err = statFn(path, &r.st)
+		done <- r
+	}()
+	select {
+	case r := <-done:
+		return r.st, r.err == nil
+	case <-time.After(wait):
+		return st, false
+	}
 }
 
 func (e *Enricher) procRoot() string {

@@ -415,3 +415,40 @@ func TestEnrichThenLog(t *testing.T) {
 		t.Errorf("remedy = %q", rem)
 	}
 }
+
+// TestStatBounded: a stat that blocks (a file on a user's FUSE mount whose
+// server does not answer) must not hold up enrichment, and the stats left
+// blocked are bounded in number.
+func TestStatBounded(t *testing.T) {
+	bin, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := statBounded(bin, time.Second); !ok {
+		t.Fatalf("stat of %s failed", bin)
+	}
+	release := make(chan struct{})
+	stat = func(string, *syscall.Stat_t) error { <-release; return nil }
+	defer func() { stat = syscall.Stat }()
+	for i := range cap(statSlots) {
+		start := time.Now()
+		if _, ok := statBounded(bin, 50*time.Millisecond); ok {
+			t.Fatalf("blocked stat %d: ok", i)
+		}
+		if d := time.Since(start); d < 50*time.Millisecond || d > time.Second {
+			t.Errorf("blocked stat %d returned after %v, want about 50ms", i, d)
+		}
+	}
+	start := time.Now()
+	if _, ok := statBounded(bin, time.Second); ok || time.Since(start) > 100*time.Millisecond {
+		t.Errorf("with every slot held by a blocked stat: ok %v after %v, want refused at once", ok, time.Since(start))
+	}
+	close(release)
+	stat = syscall.Stat
+	for deadline := time.Now().Add(5 * time.Second); len(statSlots) > 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, ok := statBounded(bin, time.Second); !ok {
+		t.Errorf("slots not freed once the blocked stats returned")
+	}
+}
