@@ -1,6 +1,7 @@
 package state
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"sort"
@@ -21,7 +22,7 @@ func WriteTable(w io.Writer, s State, now time.Time) error {
 	row("audit", s.Audit)
 	row("policy", s.PolicySource)
 	row("policy digest", s.PolicyDigest)
-	row("rules", strings.Join(s.Rules, ", "))
+	row("rules", cmp.Or(strings.Join(s.Rules, ", "), "(none: no process is allowlisted)"))
 	row("exec tracker", map[bool]string{true: "running (executable rules judge the file each process exec'd)", false: "off (no executable rules)"}[s.ExecTracking])
 	reload := "never"
 	if !s.LastReload.IsZero() {
