@@ -607,3 +607,18 @@ func TestLongExecutablePath(t *testing.T) {
 	}
 	t.Logf("long path: %d events by /proc, %d by the kernel's marked copy", full, marked)
 }
+
+// TestContainerIDInEvents: a request from a process in a container runtime's
+// cgroup names the container in its event.
+func TestContainerIDInEvents(t *testing.T) {
+	id := strings.Repeat("0123456789abcdef", 4)
+	cg := "/system.slice/docker-" + id + ".scope"
+	mkCgroup(t, cg)
+	d := startDaemon(t, "")
+	defer d.stop(t)
+	r := runAll(t, subj(tryBin, as(testUID, "-cgroup", cg, "-try", kfReq)...))[0]
+	ev, found := d.waitFor(func(m map[string]any) bool { return m["event"] == "decision" && m["tgid"] == float64(r.PID) }, 10*time.Second)
+	if !found || ev["cgroup"] != cg || ev["container_id"] != id {
+		t.Errorf("event for a process in %s: %v; want cgroup and container_id %s", cg, ev, id)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -57,10 +58,14 @@ type Event struct {
 	Time       time.Time
 	Executable string
 	Cgroup     string
-	User       string
-	Rules      []string // names of the matching rules
-	Reason     string
-	Remedy     string
+	// ContainerID is the container's id where the cgroup path shows one
+	// (docker-ID.scope, cri-containerd-ID.scope, crio-ID.scope, libpod-ID.scope,
+	// /docker/ID, kubepods .../ID): 64 hex digits; "" otherwise.
+	ContainerID string
+	User        string
+	Rules       []string // names of the matching rules
+	Reason      string
+	Remedy      string
 }
 
 // Enricher resolves paths and names for records. It caches cgroup paths, which
@@ -83,6 +88,7 @@ func (e *Enricher) Enrich(r Record, now time.Time) Event {
 	ev := Event{Record: r, Time: now}
 	ev.Executable = e.executable(r)
 	ev.Cgroup = e.cgroup(r.CgroupID)
+	ev.ContainerID = ContainerID(ev.Cgroup)
 	ev.User = e.user(r.UID)
 	g, ok := decision.Gate{Mode: r.Mode, Audit: r.Audit}, false
 	if e.Policy != nil {
@@ -274,6 +280,7 @@ func Log(ctx context.Context, l *slog.Logger, ev Event) {
 		slog.String("exe", ev.Executable),
 		slog.Bool("exe_replaced", ev.ExeReplaced),
 		slog.String("cgroup", ev.Cgroup),
+		slog.String("container_id", ev.ContainerID),
 		slog.String("mode", ev.Mode.String()),
 		slog.Bool("audit", ev.Audit),
 		slog.Bool("allowlisted", ev.Allowlisted),
@@ -284,6 +291,19 @@ func Log(ctx context.Context, l *slog.Logger, ev Event) {
 		slog.String("reason", ev.Reason),
 		slog.String("remedy", ev.Remedy),
 	)
+}
+
+// containerIDRE is a container runtime's id: 64 hex digits, a whole word of a
+// cgroup path component.
+var containerIDRE = regexp.MustCompile(`(?:^|[-/])([0-9a-f]{64})(?:\.scope)?(?:/|$)`)
+
+// ContainerID is the innermost container id a cgroup path shows, or "".
+func ContainerID(cgroupPath string) string {
+	m := containerIDRE.FindAllStringSubmatch(cgroupPath, -1)
+	if len(m) == 0 {
+		return ""
+	}
+	return m[len(m)-1][1]
 }
 
 func flagsDecoded(r decision.Request) string {

@@ -307,7 +307,7 @@ func TestEnrichExplains(t *testing.T) {
 // The documented field names of a decision line (README "Events"), and the
 // slog fields every JSON line has.
 var documentedFields = []string{"time", "level", "msg", "event", "decision", "path", "flags", "flags_decoded",
-	"pid", "tgid", "ppid", "uid", "euid", "user", "comm", "exe", "exe_replaced", "cgroup", "mode", "audit",
+	"pid", "tgid", "ppid", "uid", "euid", "user", "comm", "exe", "exe_replaced", "cgroup", "container_id", "mode", "audit",
 	"allowlisted", "cap_effective", "init_userns", "reason", "remedy"}
 
 func logLine(t *testing.T, ev Event) map[string]any {
@@ -450,5 +450,29 @@ func TestStatBounded(t *testing.T) {
 	}
 	if _, ok := statBounded(bin, time.Second); !ok {
 		t.Errorf("slots not freed once the blocked stats returned")
+	}
+}
+
+func TestContainerID(t *testing.T) {
+	id := strings.Repeat("0123456789abcdef", 4)
+	other := strings.Repeat("fedcba9876543210", 4)
+	for _, c := range []struct{ path, want string }{
+		{"/system.slice/docker-" + id + ".scope", id},
+		{"/docker/" + id, id},
+		{"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234.slice/cri-containerd-" + id + ".scope", id},
+		{"/kubepods/besteffort/pod5678/" + id, id},
+		{"/machine.slice/libpod-" + id + ".scope/container", id},
+		{"/system.slice/crio-" + id + ".scope", id},
+		{"/docker/" + other + "/docker/" + id, id}, // nested: the innermost
+		{"/user.slice/user-1000.slice/session-2.scope", ""},
+		{"/machine.slice/machine-qemu-1-vm.scope", ""},
+		{"/x/" + id + "0", ""},               // 65 digits: not an id
+		{"/x/" + strings.ToUpper(id), ""},    // runtimes write lower case
+		{"/x/not-" + id[:63] + ".scope", ""}, // 63 digits
+		{"", ""},
+	} {
+		if got := ContainerID(c.path); got != c.want {
+			t.Errorf("ContainerID(%q) = %q, want %q", c.path, got, c.want)
+		}
 	}
 }
