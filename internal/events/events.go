@@ -117,7 +117,7 @@ func (e *Enricher) Enrich(r Record, now time.Time) Event {
 		ev.Reason += "; its executable link was replaced after exec (prctl PR_SET_MM), so executable rules judged the file it executed, not " + cmp.Or(ev.Executable, "the link")
 	}
 	if r.Verdict != decision.Allow && r.Request.FlagsKnown && r.Request.Flags&decision.UserModeOnly == 0 && ev.Executable != "" {
-		ev.Remedy += fmt.Sprintf("; the executable is %s", ev.Executable)
+		ev.Remedy += fmt.Sprintf("; the executable is %s; a rule allowing exactly it, as this user: %s", ev.Executable, suggestRule(ev.Executable, r.EUID))
 	}
 	return ev
 }
@@ -291,6 +291,17 @@ func Log(ctx context.Context, l *slog.Logger, ev Event) {
 		slog.String("reason", ev.Reason),
 		slog.String("remedy", ev.Remedy),
 	)
+}
+
+// suggestRule is a policy rule, in YAML flow style, allowing exe run as euid.
+func suggestRule(exe string, euid uint32) string {
+	name := strings.Map(func(c rune) rune {
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' {
+			return c
+		}
+		return '-'
+	}, filepath.Base(exe))
+	return fmt.Sprintf("`{name: %s, executables: [%s], uids: [%d]}` under rules:", cmp.Or(strings.Trim(name, "-"), "program"), strconv.Quote(exe), euid)
 }
 
 // containerIDRE is a container runtime's id: 64 hex digits, a whole word of a

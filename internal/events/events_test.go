@@ -17,6 +17,7 @@ import (
 
 	"github.com/uffdgate/uffdgate/internal/capability"
 	"github.com/uffdgate/uffdgate/internal/decision"
+	"github.com/uffdgate/uffdgate/internal/policy"
 )
 
 // fakeProc makes root/PID/exe a symlink to a real file, as /proc shows it, and
@@ -234,7 +235,7 @@ func TestEnrichExplains(t *testing.T) {
 			name:          "denied kernel-fault request: the executable is named",
 			r:             with(func(r *Record) { r.Request, r.Verdict = kf, decision.Deny }),
 			reason:        decision.DecideMatched(testPolicy(), 0, kf).Reason,
-			remedySuffix:  "; the executable is " + bin,
+			remedySuffix:  "; the executable is " + bin + "; a rule allowing exactly it, as this user: `{name: " + filepath.Base(bin) + ", executables: [\"" + bin + "\"], uids: [0]}` under rules:",
 			remedyNonZero: true,
 		},
 		{
@@ -249,7 +250,7 @@ func TestEnrichExplains(t *testing.T) {
 				r.Generation, r.Request, r.Verdict, r.Audit, r.Matched = 5, kf, decision.WouldDeny, true, 1<<2
 			}),
 			reason:        "kernel-fault userfaultfd context (no UFFD_USER_MODE_ONLY) requested by a process no rule allows; audit-only rule qemu-trial would allow it",
-			remedySuffix:  "; the executable is " + bin,
+			remedySuffix:  "; the executable is " + bin + "; a rule allowing exactly it, as this user: `{name: " + filepath.Base(bin) + ", executables: [\"" + bin + "\"], uids: [0]}` under rules:",
 			rules:         []string{"qemu-trial"},
 			remedyNonZero: true,
 		},
@@ -411,7 +412,7 @@ func TestEnrichThenLog(t *testing.T) {
 			t.Errorf("%s = %#v, want %#v", k, m[k], v)
 		}
 	}
-	if rem, _ := m["remedy"].(string); !strings.HasPrefix(rem, "pass UFFD_USER_MODE_ONLY") || !strings.HasSuffix(rem, "; the executable is "+bin) {
+	if rem, _ := m["remedy"].(string); !strings.HasPrefix(rem, "pass UFFD_USER_MODE_ONLY") || !strings.Contains(rem, "; the executable is "+bin+"; a rule allowing exactly it") {
 		t.Errorf("remedy = %q", rem)
 	}
 }
@@ -473,6 +474,23 @@ func TestContainerID(t *testing.T) {
 	} {
 		if got := ContainerID(c.path); got != c.want {
 			t.Errorf("ContainerID(%q) = %q, want %q", c.path, got, c.want)
+		}
+	}
+}
+
+// TestSuggestedRuleParses: the rule a remedy suggests is a valid policy rule.
+func TestSuggestedRuleParses(t *testing.T) {
+	for _, exe := range []string{"/usr/bin/qemu-system-x86_64", "/opt/my vmm/fc.v1", "/opt/a,b]: c#d", "/"} {
+		s := suggestRule(exe, 107)
+		rule := strings.TrimSuffix(strings.TrimPrefix(s, "`"), "` under rules:")
+		text := "rules:\n  - " + rule + "\n"
+		p, err := policy.Parse("suggested.yaml", []byte(text))
+		if err != nil {
+			t.Errorf("suggested rule for %q does not parse: %v\n%s", exe, err, text)
+			continue
+		}
+		if r := p.Rules[len(p.Rules)-1]; len(r.Executables) != 1 || r.Executables[0] != exe || len(r.UIDs) != 1 || r.UIDs[0] != 107 {
+			t.Errorf("suggested rule for %q parses as %+v", exe, r)
 		}
 	}
 }
