@@ -537,6 +537,11 @@ func TestExecRecordsAcrossRestart(t *testing.T) {
 	gap := startWaiting(t, append([]string{vmm}, as(testUID, "-wait", "-try", kfReq)...)...)
 	d2 := startDaemon(t, policy)
 	defer d2.stop(t)
+	if _, found := d2.waitFor(func(m map[string]any) bool {
+		return m["event"] == "no_exec_record" && m["pid"] == float64(gap.cmd.Process.Pid) && m["exe"] == vmm
+	}, 10*time.Second); !found {
+		t.Errorf("the daemon did not name the process without an exec record (pid %d):\n%s", gap.cmd.Process.Pid, d2.log())
+	}
 
 	var r report
 	allowed.release(t, &r)
@@ -555,11 +560,6 @@ func TestExecRecordsAcrossRestart(t *testing.T) {
 	gap.release(t, &g)
 	if len(g.Attempts) != 1 || g.Attempts[0].Errno != eperm {
 		t.Errorf("the allowed binary, started while no daemon ran: %+v, want EPERM", g)
-	}
-	if _, found := d2.find(func(m map[string]any) bool {
-		return m["event"] == "no_exec_record" && m["pid"] == float64(gap.cmd.Process.Pid) && m["exe"] == vmm
-	}); !found {
-		t.Errorf("the daemon did not name the process without an exec record (pid %d):\n%s", gap.cmd.Process.Pid, d2.log())
 	}
 	if m, _ := d2.find(func(m map[string]any) bool { return m["event"] == "started" }); m["exec_records"] != "pinned in /sys/fs/bpf/uffdgate" {
 		t.Errorf("started line: exec_records = %v", m["exec_records"])

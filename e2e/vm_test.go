@@ -26,6 +26,7 @@ func TestVM(t *testing.T) {
 		"/uffdtry":  vmtest.BuildStatic(t, module+"/e2e/uffdtry", dir),
 		"/e2e.test": vmtest.BuildTest(t, module+"/e2e", dir, "vme2e"),
 		"/exeforge": vmtest.BuildC(t, "e2e/exeforge/exeforge.c", dir),
+		"/recycle":  vmtest.BuildC(t, "e2e/recycle/recycle.c", dir),
 	}
 	examples, err := filepath.Glob("../examples/*.yaml")
 	if err != nil || len(examples) == 0 {

@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf/ringbuf"
@@ -83,7 +84,8 @@ type daemon struct {
 	exeNames *exeNames
 
 	fileText []byte       // the policy file's content last read, valid or not
-	noRecord map[int]bool // processes already reported without an exec record
+	noRecord map[int]bool // processes already reported without an exec record (by the one scan running)
+	scanning atomic.Bool  // a warnNoExecRecord scan runs
 
 	mu         sync.Mutex
 	pol        *policy.Policy
@@ -109,8 +111,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err := host.CheckCommon(); err != nil {
 		return err
 	}
-	g, unresolved := d.pol.Compile(d.resolver)
-	gt, err := d.bringUp(&host, g)
+	gt, g, unresolved, err := d.bringUp(&host)
 	if err != nil {
 		return err
 	}
@@ -149,7 +150,7 @@ func Run(ctx context.Context, opts Options) error {
 	d.log.Info("uffdgate "+d.gateState(), started...)
 	d.warnUnresolved(nil, unresolved)
 	d.warnAdvice(d.pol)
-	d.warnNoExecRecord(g)
+	d.scanNoExecRecord(g)
 
 	enr := &events.Enricher{Policy: d.generation}
 	var wg sync.WaitGroup
@@ -167,7 +168,7 @@ func Run(ctx context.Context, opts Options) error {
 			now := time.Now()
 			exe := cmp.Or(rec.ExePath, rec.Comm)
 			d.exeNames.remember(decision.FileID{Dev: rec.ExeDev, Ino: rec.ExeIno}, exe)
-			if !d.limiter.Allow(events.LimitKey{Exe: exe, Verdict: rec.Verdict}, now, uint64(rec.KernelSuppressed)) {
+			if !d.limiter.Allow(events.LimitKey{Exe: exe, EUID: rec.EUID, Verdict: rec.Verdict}, now, uint64(rec.KernelSuppressed)) {
 				continue
 			}
 			events.Log(ctx, d.log, enr.Enrich(rec, now))
@@ -206,7 +207,7 @@ loop:
 	err = gt.Close()
 	wg.Wait()
 	for _, h := range held {
-		d.limiter.Add(events.LimitKey{Exe: d.exeNames.name(h.Exe), Verdict: h.Verdict}, h.Count, time.Now())
+		d.limiter.Add(events.LimitKey{Exe: d.exeNames.name(h.Exe), EUID: h.EUID, Verdict: h.Verdict}, h.Count, time.Now())
 	}
 	d.summarizeSuppressed()
 	attrs := []any{slog.String("event", "stopped")}
@@ -222,7 +223,7 @@ loop:
 func (d *daemon) summarizeSuppressed() {
 	for _, s := range d.limiter.Flush(time.Now()) {
 		d.log.Warn("more userfaultfd decisions like the ones above were not logged (rate limit)",
-			slog.String("event", "suppressed"), slog.String("exe", s.Key.Exe),
+			slog.String("event", "suppressed"), slog.String("exe", s.Key.Exe), slog.Uint64("euid", uint64(s.Key.EUID)),
 			slog.String("decision", s.Key.Verdict.String()), slog.Uint64("suppressed", s.Suppressed),
 			slog.String("note", "the exact counts are in uffdgate status and the metrics"))
 	}
@@ -257,25 +258,25 @@ func (d *daemon) gateState() string {
 // bringUp loads, attaches and self-tests the best backend allowed: LSM where the
 // host runs it; otherwise, if chosen or accepted, the audit backend. Nothing is
 // left attached when it fails.
-func (d *daemon) bringUp(host *preflight.Host, g decision.Gate) (*gate.Gate, error) {
+func (d *daemon) bringUp(host *preflight.Host) (*gate.Gate, decision.Gate, []string, error) {
 	var lsmErr error
 	if d.opts.Backend != "audit" {
-		gt, err := d.tryBackend(host, g, gate.LSM)
+		gt, g, unresolved, err := d.tryBackend(host, gate.LSM)
 		if err == nil {
 			d.backend = gate.LSM
-			return gt, nil
+			return gt, g, unresolved, nil
 		}
 		lsmErr = err
 		if d.opts.Backend == "lsm" {
-			return nil, err
+			return nil, g, nil, err
 		}
 		var p *preflight.Problem
 		if !errors.As(err, &p) {
-			return nil, err // not a property of the host: do not paper over it
+			return nil, g, nil, err // not a property of the host: do not paper over it
 		}
 		d.lsmWhy = p.What
 		if !d.pol.Audit && !d.opts.AcceptAuditOnly {
-			return nil, &preflight.Problem{
+			return nil, g, nil, &preflight.Problem{
 				What: p.What + "; only the audit backend can run here, which reports userfaultfd creations but cannot refuse them, and the policy asks to enforce",
 				Fix:  p.Fix + "; or, to report without refusing, run `uffdgate run --accept-audit-only` (or set `audit: true` in the policy)",
 			}
@@ -283,36 +284,46 @@ func (d *daemon) bringUp(host *preflight.Host, g decision.Gate) (*gate.Gate, err
 	} else {
 		d.lsmWhy = "the audit backend was chosen with --backend audit"
 	}
-	gt, err := d.tryBackend(host, g, gate.Audit)
+	gt, g, unresolved, err := d.tryBackend(host, gate.Audit)
 	if err != nil {
 		if lsmErr != nil {
-			return nil, fmt.Errorf("%w\n(the LSM backend failed first: %v)", err, lsmErr)
+			return nil, g, nil, fmt.Errorf("%w\n(the LSM backend failed first: %v)", err, lsmErr)
 		}
-		return nil, err
+		return nil, g, nil, err
 	}
 	d.backend = gate.Audit
-	return gt, nil
+	return gt, g, unresolved, nil
 }
 
-func (d *daemon) tryBackend(host *preflight.Host, g decision.Gate, b gate.Backend) (*gate.Gate, error) {
+// tryBackend loads backend b, compiles the policy (executables are identified
+// by the kernel, through the loaded gate), writes it, attaches, and proves the
+// hook fires.
+func (d *daemon) tryBackend(host *preflight.Host, b gate.Backend) (*gate.Gate, decision.Gate, []string, error) {
+	var g decision.Gate
 	if b == gate.LSM {
 		if err := host.CheckLSM(); err != nil {
-			return nil, err
+			return nil, g, nil, err
 		}
 	}
-	gt, err := gate.Load(g, gate.Options{Backend: b, Kill: d.opts.Kill, EventBurst: uint32(d.opts.LogBurst), PinDir: d.opts.PinDir})
+	gt, err := gate.Load(gate.Options{Backend: b, Kill: d.opts.Kill, EventBurst: uint32(d.opts.LogBurst), PinDir: d.opts.PinDir})
 	if err != nil {
-		return nil, asProblem(err)
+		return nil, g, nil, asProblem(err)
+	}
+	d.resolver.setIdentify(gt.Identify)
+	g, unresolved := d.pol.Compile(d.resolver)
+	if err := gt.Apply(g); err != nil {
+		gt.Close()
+		return nil, g, nil, err
 	}
 	if err := gt.Attach(); err != nil {
 		gt.Close()
-		return nil, asProblem(err)
+		return nil, g, nil, asProblem(err)
 	}
 	if err := gt.SelfTest(); err != nil {
 		gt.Close()
-		return nil, &preflight.Problem{What: err.Error(), Fix: "make sure `bpf` is in /sys/kernel/security/lsm and no other LSM program refuses first; report the kernel version if it is"}
+		return nil, g, nil, &preflight.Problem{What: err.Error(), Fix: "make sure `bpf` is in /sys/kernel/security/lsm and no other LSM program refuses first; report the kernel version if it is"}
 	}
-	return gt, nil
+	return gt, g, unresolved, nil
 }
 
 func (d *daemon) generation(gen uint32) (decision.Gate, bool) {
@@ -327,7 +338,7 @@ func (d *daemon) apply(g decision.Gate) error {
 	if err := d.gt.Apply(g); err != nil {
 		return err
 	}
-	defer d.warnNoExecRecord(g)
+	defer d.scanNoExecRecord(g)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.applied = g
@@ -412,14 +423,30 @@ func (d *daemon) reresolve() {
 	d.warnUnresolved(prev, unresolved)
 }
 
+// scanNoExecRecord runs warnNoExecRecord in the background, one scan at a
+// time: a /proc/PID/exe on a stuck file system (a user's FUSE mount) must not
+// hold up the daemon's loop.
+func (d *daemon) scanNoExecRecord(g decision.Gate) {
+	if !d.scanning.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer d.scanning.Store(false)
+		d.warnNoExecRecord(g)
+	}()
+}
+
 // warnNoExecRecord names the running processes whose executable an executable
 // rule names but that have no exec record: they started before the exec
 // tracker ever ran, so the gate cannot tell what they exec'd, and no executable
 // rule allows them until they are restarted. Each is named once.
 func (d *daemon) warnNoExecRecord(g decision.Gate) {
+	// By device and inode only: stat, used here, does not tell generations
+	// (a warning, not a decision).
 	rules := map[decision.FileID][]string{}
 	for _, r := range g.Rules {
 		for _, id := range r.Exes {
+			id.Gen = 0
 			rules[id] = append(rules[id], r.Name)
 		}
 	}

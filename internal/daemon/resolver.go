@@ -27,11 +27,22 @@ type rememberingResolver struct {
 	policy.Resolver
 	mu   sync.Mutex
 	seen map[string][]held // newest last
+	// identify gives the kernel's identity of an open file (gate.Identify):
+	// with the inode's generation, which stat does not tell. Without it (tests)
+	// the identity is stat's.
+	identify func(fd int) (decision.FileID, error)
+}
+
+func (r *rememberingResolver) setIdentify(f func(fd int) (decision.FileID, error)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.identify = f
 }
 
 type held struct {
-	id decision.FileID
-	fd int
+	id     decision.FileID // what the gate matches
+	statID decision.FileID // what stat says, to recognize the file again cheaply
+	fd     int
 }
 
 func newRememberingResolver(r policy.Resolver) *rememberingResolver {
@@ -53,11 +64,21 @@ func (r *rememberingResolver) Executables(path string) ([]decision.FileID, error
 		if err != nil {
 			unix.Close(fd)
 		} else {
-			id := decision.FileID{Dev: decision.KernelDev(st.Dev), Ino: st.Ino}
-			if slices.ContainsFunc(old, func(h held) bool { return h.id == id }) {
+			// Held files are known by stat's numbers; the kernel is asked only
+			// about a file not held yet.
+			sid := decision.FileID{Dev: decision.KernelDev(st.Dev), Ino: st.Ino}
+			if slices.ContainsFunc(old, func(h held) bool { return h.statID == sid }) {
 				unix.Close(fd)
 			} else {
-				old = append(old, held{id, fd})
+				id := sid
+				if r.identify != nil {
+					id, err = r.identify(fd)
+				}
+				if err != nil {
+					unix.Close(fd)
+				} else {
+					old = append(old, held{id: id, statID: sid, fd: fd})
+				}
 			}
 		}
 	}

@@ -140,11 +140,14 @@ func (g Grant) String() string {
 }
 
 // FileID identifies a file: the kernel's dev_t of its filesystem (major<<20 |
-// minor) and its inode number. Hard links and symlinks lead to the same FileID;
-// a copy does not.
+// minor), its inode number and the inode's generation. Hard links and symlinks
+// lead to the same FileID; a copy does not; nor does a later file that is given
+// the numbers of one that is gone (file systems reuse them, generations differ).
+// Gen is known only from the kernel (gate.Identify); elsewhere it is 0.
 type FileID struct {
 	Dev uint32
 	Ino uint64
+	Gen uint32
 }
 
 // KernelDev converts a user-space dev_t (stat's st_dev) to the kernel's internal

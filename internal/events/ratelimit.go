@@ -8,9 +8,12 @@ import (
 )
 
 // LimitKey is what the log is rate-limited by: one executable asking again and
-// again for the same outcome is one story, told once and then summarized.
+// again for the same outcome, as one user, is one story, told once and then
+// summarized. (Per user: another user running the same program has a story of
+// its own, which a flood must not hide.)
 type LimitKey struct {
 	Exe     string
+	EUID    uint32
 	Verdict decision.Verdict
 }
 

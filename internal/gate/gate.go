@@ -10,6 +10,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -31,16 +32,17 @@ const configMagic = 0x75666667 // must match CONFIG_MAGIC in gate.bpf.c
 
 // Gate is the loaded BPF side.
 type Gate struct {
-	backend Backend
-	kill    bool
-	burst   uint32
-	maps    gateMaps
-	prog    *ebpf.Program
-	link    link.Link
-	events  *ringbuf.Reader
-	gen     uint32 // policy generation in force
-	tracker tracker
-	closed  bool
+	backend  Backend
+	kill     bool
+	burst    uint32
+	maps     gateMaps
+	prog     *ebpf.Program
+	identify *ebpf.Program
+	link     link.Link
+	events   *ringbuf.Reader
+	gen      uint32 // policy generation in force
+	tracker  tracker
+	closed   bool
 }
 
 // tracker is the exec tracker: what executable rules judge a task by (see
@@ -103,8 +105,9 @@ const UserBurstFactor = 5
 // though the caller is privileged.
 var ErrKernelRefused = errors.New("the kernel refused the BPF LSM program")
 
-// Load loads the programs and maps and writes the policy; nothing is attached yet.
-func Load(g decision.Gate, o Options) (*Gate, error) {
+// Load loads the programs and maps; nothing is attached and no policy is
+// written yet (Apply).
+func Load(o Options) (*Gate, error) {
 	_ = rlimit.RemoveMemlock() // only matters before 5.11; failure shows up at load
 	spec, err := loadGate()
 	if err != nil {
@@ -113,7 +116,8 @@ func Load(g decision.Gate, o Options) (*Gate, error) {
 	// Only the backend's program is loaded (LoadAndAssign loads what it is
 	// given): the other may be refused by this kernel.
 	var maps gateMaps
-	var prog *ebpf.Program
+	var prog, identify *ebpf.Program
+	var identifyTgid *ebpf.Variable
 	var trk tracker
 	opts := &ebpf.CollectionOptions{}
 	if o.PinDir != "" {
@@ -139,31 +143,66 @@ func Load(g decision.Gate, o Options) (*Gate, error) {
 	if o.Backend == Audit {
 		var objs struct {
 			gateMaps
-			Prog      *ebpf.Program `ebpf:"uffdgate_sys_exit"`
-			TrackExec *ebpf.Program `ebpf:"uffdgate_track_exec"`
-			TrackFork *ebpf.Program `ebpf:"uffdgate_track_fork"`
+			Prog         *ebpf.Program  `ebpf:"uffdgate_sys_exit"`
+			TrackExec    *ebpf.Program  `ebpf:"uffdgate_track_exec"`
+			TrackFork    *ebpf.Program  `ebpf:"uffdgate_track_fork"`
+			Identify     *ebpf.Program  `ebpf:"uffdgate_identify"`
+			IdentifyTgid *ebpf.Variable `ebpf:"identify_tgid"`
 		}
 		err = loadAndAssign(&objs)
 		maps, prog, trk.exec, trk.fork = objs.gateMaps, objs.Prog, objs.TrackExec, objs.TrackFork
+		identify, identifyTgid = objs.Identify, objs.IdentifyTgid
 	} else {
 		var objs struct {
 			gateMaps
-			Prog      *ebpf.Program `ebpf:"uffdgate_anon_inode"`
-			TrackExec *ebpf.Program `ebpf:"uffdgate_track_exec"`
-			TrackFork *ebpf.Program `ebpf:"uffdgate_track_fork"`
+			Prog         *ebpf.Program  `ebpf:"uffdgate_anon_inode"`
+			TrackExec    *ebpf.Program  `ebpf:"uffdgate_track_exec"`
+			TrackFork    *ebpf.Program  `ebpf:"uffdgate_track_fork"`
+			Identify     *ebpf.Program  `ebpf:"uffdgate_identify"`
+			IdentifyTgid *ebpf.Variable `ebpf:"identify_tgid"`
 		}
 		err = loadAndAssign(&objs)
 		maps, prog, trk.exec, trk.fork = objs.gateMaps, objs.Prog, objs.TrackExec, objs.TrackFork
+		identify, identifyTgid = objs.Identify, objs.IdentifyTgid
 	}
 	if err != nil {
 		return nil, explainLoad(err)
 	}
-	gt := &Gate{backend: o.Backend, kill: o.Kill, burst: cmp.Or(o.EventBurst, DefaultEventBurst), maps: maps, prog: prog, tracker: trk}
-	if err := gt.Apply(g); err != nil {
-		gt.Close()
-		return nil, err
+	if err := identifyTgid.Set(uint32(os.Getpid())); err != nil {
+		maps.Close()
+		return nil, fmt.Errorf("configuring the identity iterator: %w", err)
 	}
-	return gt, nil
+	return &Gate{backend: o.Backend, kill: o.Kill, burst: cmp.Or(o.EventBurst, DefaultEventBurst), maps: maps, prog: prog,
+		identify: identify, tracker: trk}, nil
+}
+
+// Identify is the kernel's identity of the file open at fd in this process:
+// the device and inode numbers the gate sees (s_dev, which stat's st_dev is not
+// on every file system) and the inode's generation, which user space cannot
+// read everywhere. Executable rules match on all three.
+func (gt *Gate) Identify(fd int) (decision.FileID, error) {
+	it, err := link.AttachIter(link.IterOptions{Program: gt.identify})
+	if err != nil {
+		return decision.FileID{}, fmt.Errorf("identifying a file: attaching the iterator: %w", err)
+	}
+	defer it.Close()
+	rd, err := it.Open()
+	if err != nil {
+		return decision.FileID{}, fmt.Errorf("identifying a file: %w", err)
+	}
+	defer rd.Close()
+	var rec gateFileIdent
+	for {
+		if err := binary.Read(rd, binary.LittleEndian, &rec); err != nil {
+			if errors.Is(err, io.EOF) {
+				return decision.FileID{}, fmt.Errorf("identifying a file: descriptor %d not found among this process's files", fd)
+			}
+			return decision.FileID{}, fmt.Errorf("identifying a file: %w", err)
+		}
+		if int(rec.Fd) == fd {
+			return decision.FileID{Dev: rec.Dev, Ino: rec.Ino, Gen: rec.Igen}, nil
+		}
+	}
 }
 
 func explainLoad(err error) error {
@@ -372,6 +411,7 @@ func (gt *Gate) Lost() (uint64, error) {
 // and verdict, not yet carried by an event.
 type Held struct {
 	Exe     decision.FileID
+	EUID    uint32
 	Verdict decision.Verdict
 	Count   uint64
 }
@@ -384,7 +424,7 @@ func (gt *Gate) PendingHeld() ([]Held, error) {
 	it := gt.maps.Ratelimit.Iterate()
 	for it.Next(&k, &v) {
 		if v.Suppressed > 0 {
-			out = append(out, Held{Exe: decision.FileID{Dev: k.Dev, Ino: k.Ino}, Verdict: decision.Verdict(k.Verdict), Count: uint64(v.Suppressed)})
+			out = append(out, Held{Exe: decision.FileID{Dev: k.Dev, Ino: k.Ino}, EUID: k.Euid, Verdict: decision.Verdict(k.Verdict), Count: uint64(v.Suppressed)})
 		}
 	}
 	return out, it.Err()
@@ -403,8 +443,24 @@ func preparePinDir(dir string) error {
 			return fmt.Errorf("exec records not pinned: no bpf file system at %s, and mounting one failed: %v", parent, err)
 		}
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("exec records not pinned: %v", err)
+	}
+	return checkPinDir(dir)
+}
+
+// checkPinDir refuses a pin directory that anyone but root could have put
+// there or can change: on a bpffs mounted without mode= (1777) any user can
+// make it first, plant a pin that keeps the daemon from loading, or take the
+// records away between restarts.
+func checkPinDir(dir string) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		return fmt.Errorf("exec records not pinned: %v", err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR || st.Uid != 0 || st.Mode&0o022 != 0 {
+		return fmt.Errorf("exec records not pinned: %s is not a directory that only root can change (owner uid %d, mode %o): "+
+			"remove it and restart uffdgate, and mount bpffs with mode=0700", dir, st.Uid, st.Mode&0o7777)
 	}
 	return nil
 }
@@ -467,7 +523,7 @@ func (gt *Gate) Close() error {
 	for _, l := range gt.tracker.links {
 		errs = append(errs, l.Close())
 	}
-	for _, p := range []*ebpf.Program{gt.prog, gt.tracker.exec, gt.tracker.fork} {
+	for _, p := range []*ebpf.Program{gt.prog, gt.identify, gt.tracker.exec, gt.tracker.fork} {
 		if p != nil {
 			errs = append(errs, p.Close())
 		}

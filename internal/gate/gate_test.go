@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
@@ -363,7 +364,7 @@ func kernelMatch(c *compiled, s decision.Subject, r decision.Request, maxGroups,
 	if matched != 0 {
 		var m uint64
 		if s.HasExe {
-			m = c.exes[gateExeKey{Gen: gen, Dev: s.Exe.Dev, Ino: s.Exe.Ino}]
+			m = c.exes[gateExeKey{Gen: gen, Dev: s.Exe.Dev, Ino: s.Exe.Ino, Igen: s.Exe.Gen}]
 		}
 		matched &= cfg.NoExe | m
 	}
@@ -627,7 +628,7 @@ func TestLoadRefusedOnThisHost(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (the development machine runs tests as root)")
 	}
-	gt, err := Load(decision.Gate{Mode: decision.ModeUserModeOnly}, Options{})
+	gt, err := Load(Options{})
 	if err == nil {
 		gt.Close()
 		t.Fatal("Load succeeded: this host's kernel was expected to refuse LSM programs (see kernel-facts.md); update this test if the host changed")
@@ -638,6 +639,110 @@ func TestLoadRefusedOnThisHost(t *testing.T) {
 	for _, want := range []string{"the kernel refused the BPF LSM program", "operation not permitted", "/sys/kernel/security/lockdown"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("Load error %q does not contain %q", err, want)
+		}
+	}
+}
+
+// fsIocGetversion is FS_IOC_GETVERSION, _IOR('v', 1, long) (not in x/sys/unix).
+const fsIocGetversion = 0x80087601
+
+// TestIdentifyOnThisHost: the identity iterator (which loads here, in the audit
+// backend) gives the kernel's numbers for an open file: stat's device and inode,
+// and the inode's generation, which FS_IOC_GETVERSION shows on this host's ext4.
+// A file that later gets the numbers of a deleted one differs by generation.
+func TestIdentifyOnThisHost(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (the development machine runs tests as root)")
+	}
+	gt, err := Load(Options{Backend: Audit})
+	if err != nil {
+		t.Fatalf("loading the audit backend: %v", err)
+	}
+	defer gt.Close()
+	identify := func(path string) (decision.FileID, uint32) {
+		t.Helper()
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		id, err := gt.Identify(int(f.Fd()))
+		if err != nil {
+			t.Fatalf("Identify(%s): %v", path, err)
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+			t.Fatal(err)
+		}
+		if id.Dev != decision.KernelDev(st.Dev) || id.Ino != st.Ino {
+			t.Errorf("Identify(%s) = %+v; stat says dev %#x ino %d", path, id, decision.KernelDev(st.Dev), st.Ino)
+		}
+		gen, err := unix.IoctlGetUint32(int(f.Fd()), fsIocGetversion)
+		if err != nil {
+			t.Fatalf("FS_IOC_GETVERSION on %s: %v", path, err)
+		}
+		return id, gen
+	}
+	dir := t.TempDir()
+	p := filepath.Join(dir, "a")
+	var ids []decision.FileID
+	for range 20 { // ext4 hands a freed inode number to the next file soon
+		if err := os.WriteFile(p, []byte("x"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		id, gen := identify(p)
+		if id.Gen != gen {
+			t.Errorf("Identify generation %d, FS_IOC_GETVERSION %d", id.Gen, gen)
+		}
+		ids = append(ids, id)
+		os.Remove(p)
+	}
+	reused := 0
+	for i := range ids {
+		again := false
+		for j := range i {
+			if ids[i].Dev == ids[j].Dev && ids[i].Ino == ids[j].Ino {
+				again = true
+				if ids[i] == ids[j] {
+					t.Errorf("a file reusing inode %d has the identity of the deleted one: %+v", ids[i].Ino, ids[i])
+				}
+			}
+		}
+		if again {
+			reused++
+		}
+	}
+	t.Logf("%d of 20 files reused an earlier file's inode number; their generations differ", reused)
+}
+
+// TestCheckPinDir: a pin directory anyone but root made or can change is not
+// used. (Regression: on a 1777 bpffs, uid 1000 could pre-create it and plant a
+// pin that kept the daemon from starting.)
+func TestCheckPinDir(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (chown)")
+	}
+	base := t.TempDir()
+	good := filepath.Join(base, "good")
+	if err := os.Mkdir(good, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkPinDir(good); err != nil {
+		t.Errorf("root's 0700 directory refused: %v", err)
+	}
+	theirs := filepath.Join(base, "theirs")
+	os.Mkdir(theirs, 0o700)
+	os.Chown(theirs, 1000, 1000)
+	open := filepath.Join(base, "open")
+	os.Mkdir(open, 0o700)
+	os.Chmod(open, 0o777)
+	link := filepath.Join(base, "link")
+	os.Symlink(good, link)
+	file := filepath.Join(base, "file")
+	os.WriteFile(file, nil, 0o600)
+	for _, dir := range []string{theirs, open, link, file, filepath.Join(base, "missing")} {
+		if err := checkPinDir(dir); err == nil || !strings.Contains(err.Error(), "exec records not pinned") {
+			t.Errorf("checkPinDir(%s) = %v, want a refusal", dir, err)
 		}
 	}
 }

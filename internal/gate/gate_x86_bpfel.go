@@ -27,10 +27,12 @@ type gateCgroupVal struct {
 }
 
 type gateExeKey struct {
-	_   structs.HostLayout
-	Gen uint32
-	Dev uint32
-	Ino uint64
+	_    structs.HostLayout
+	Gen  uint32
+	Dev  uint32
+	Ino  uint64
+	Igen uint32
+	Pad  uint32
 }
 
 type gateExecId struct {
@@ -38,7 +40,16 @@ type gateExecId struct {
 	Ino    uint64
 	ExecId uint64
 	Dev    uint32
-	Pad    uint32
+	Igen   uint32
+}
+
+type gateFileIdent struct {
+	_    structs.HostLayout
+	Fd   uint32
+	Dev  uint32
+	Ino  uint64
+	Igen uint32
+	Pad  uint32
 }
 
 type gateIdKey struct {
@@ -52,6 +63,8 @@ type gateRlKey struct {
 	Ino     uint64
 	Dev     uint32
 	Verdict uint32
+	Euid    uint32
+	Pad     uint32
 }
 
 type gateRlUserKey struct {
@@ -155,11 +168,14 @@ const (
 	gateMapSelftest           = "selftest"
 	gateMapUidRules           = "uid_rules"
 	gateProgUffdgateAnonInode = "uffdgate_anon_inode"
+	gateProgUffdgateIdentify  = "uffdgate_identify"
 	gateProgUffdgateSysExit   = "uffdgate_sys_exit"
 	gateProgUffdgateTrackExec = "uffdgate_track_exec"
 	gateProgUffdgateTrackFork = "uffdgate_track_fork"
+	gateVarIdentifyTgid       = "identify_tgid"
 	gateVarUffdNameAddr       = "uffd_name_addr"
 	gateVarUnusedEvent        = "unused_event"
+	gateVarUnusedFileIdent    = "unused_file_ident"
 )
 
 // loadGate returns the embedded CollectionSpec for gate.
@@ -205,6 +221,7 @@ type gateSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type gateProgramSpecs struct {
 	UffdgateAnonInode *ebpf.ProgramSpec `ebpf:"uffdgate_anon_inode"`
+	UffdgateIdentify  *ebpf.ProgramSpec `ebpf:"uffdgate_identify"`
 	UffdgateSysExit   *ebpf.ProgramSpec `ebpf:"uffdgate_sys_exit"`
 	UffdgateTrackExec *ebpf.ProgramSpec `ebpf:"uffdgate_track_exec"`
 	UffdgateTrackFork *ebpf.ProgramSpec `ebpf:"uffdgate_track_fork"`
@@ -233,8 +250,10 @@ type gateMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type gateVariableSpecs struct {
-	UffdNameAddr *ebpf.VariableSpec `ebpf:"uffd_name_addr"`
-	UnusedEvent  *ebpf.VariableSpec `ebpf:"unused_event"`
+	IdentifyTgid    *ebpf.VariableSpec `ebpf:"identify_tgid"`
+	UffdNameAddr    *ebpf.VariableSpec `ebpf:"uffd_name_addr"`
+	UnusedEvent     *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedFileIdent *ebpf.VariableSpec `ebpf:"unused_file_ident"`
 }
 
 // gateObjects contains all objects after they have been loaded into the kernel.
@@ -294,8 +313,10 @@ func (m *gateMaps) Close() error {
 //
 // It can be passed to loadGateObjects or ebpf.CollectionSpec.LoadAndAssign.
 type gateVariables struct {
-	UffdNameAddr *ebpf.Variable `ebpf:"uffd_name_addr"`
-	UnusedEvent  *ebpf.Variable `ebpf:"unused_event"`
+	IdentifyTgid    *ebpf.Variable `ebpf:"identify_tgid"`
+	UffdNameAddr    *ebpf.Variable `ebpf:"uffd_name_addr"`
+	UnusedEvent     *ebpf.Variable `ebpf:"unused_event"`
+	UnusedFileIdent *ebpf.Variable `ebpf:"unused_file_ident"`
 }
 
 // gatePrograms contains all programs after they have been loaded into the kernel.
@@ -303,6 +324,7 @@ type gateVariables struct {
 // It can be passed to loadGateObjects or ebpf.CollectionSpec.LoadAndAssign.
 type gatePrograms struct {
 	UffdgateAnonInode *ebpf.Program `ebpf:"uffdgate_anon_inode"`
+	UffdgateIdentify  *ebpf.Program `ebpf:"uffdgate_identify"`
 	UffdgateSysExit   *ebpf.Program `ebpf:"uffdgate_sys_exit"`
 	UffdgateTrackExec *ebpf.Program `ebpf:"uffdgate_track_exec"`
 	UffdgateTrackFork *ebpf.Program `ebpf:"uffdgate_track_fork"`
@@ -311,6 +333,7 @@ type gatePrograms struct {
 func (p *gatePrograms) Close() error {
 	return _GateClose(
 		p.UffdgateAnonInode,
+		p.UffdgateIdentify,
 		p.UffdgateSysExit,
 		p.UffdgateTrackExec,
 		p.UffdgateTrackFork,

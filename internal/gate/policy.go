@@ -53,7 +53,7 @@ func compile(g decision.Gate, gen uint32, kill bool, burst uint32) (*compiled, e
 			c.cfg.NoExe |= bit
 		}
 		for _, e := range r.Exes {
-			c.exes[gateExeKey{Gen: gen, Dev: e.Dev, Ino: e.Ino}] |= bit
+			c.exes[gateExeKey{Gen: gen, Dev: e.Dev, Ino: e.Ino, Igen: e.Gen}] |= bit
 		}
 		if !r.HasUID {
 			c.cfg.NoUid |= bit

@@ -92,6 +92,8 @@ struct exe_key {
 	u32 gen;
 	u32 dev; /* kernel dev_t of the executable's filesystem */
 	u64 ino;
+	u32 igen; /* the inode's generation: a reused inode number gets another */
+	u32 pad;
 };
 
 struct id_key {
@@ -207,9 +209,10 @@ struct {
 } counters SEC(".maps");
 
 /*
- * Event rate limit per (executable, verdict): a burst per window, then only a
- * count, carried by the next event of the key. A flood from one program then
- * cannot crowd the ring buffer and hide another program's requests.
+ * Event rate limit per (executable, user, verdict): a burst per window, then
+ * only a count, carried by the next event of the key; and per (user, verdict)
+ * over all executables (user_budget). A flood from one user then cannot crowd
+ * the ring buffer or the log and hide another user's requests.
  */
 #define RL_WINDOW_NS 1000000000ULL
 
@@ -217,6 +220,9 @@ struct rl_key {
 	u64 ino;
 	u32 dev;
 	u32 verdict;
+	u32 euid; /* per user too: one user running (or posing as) another's
+		   * program must not spend that user's budget */
+	u32 pad;
 };
 
 struct rl_val {
@@ -245,7 +251,8 @@ struct exec_id {
 	u64 ino;
 	u64 exec_id;
 	u32 dev;
-	u32 pad;
+	u32 igen; /* device and inode numbers are reused once a file is gone; with
+		   * the generation, a record never names a file created later */
 };
 
 struct {
@@ -459,6 +466,7 @@ static __always_inline void file_id(struct file *f, struct exec_id *id)
 {
 	id->ino = BPF_CORE_READ(f, f_inode, i_ino);
 	id->dev = BPF_CORE_READ(f, f_inode, i_sb, s_dev);
+	id->igen = BPF_CORE_READ(f, f_inode, i_generation);
 }
 
 /*
@@ -515,6 +523,7 @@ static __always_inline void emit(struct task_struct *task, const struct cred *cr
 
 	rk.ino = BPF_CORE_READ(exe, f_inode, i_ino);
 	rk.dev = BPF_CORE_READ(exe, f_inode, i_sb, s_dev);
+	rk.euid = BPF_CORE_READ(cred, euid.val);
 	rv = bpf_map_lookup_elem(&ratelimit, &rk);
 	if (!rv) {
 		fresh.window_start = now;
@@ -597,6 +606,7 @@ static __always_inline u64 match_exe(struct task_struct *task, u32 gen)
 		return 0;
 	k.dev = id.dev;
 	k.ino = id.ino;
+	k.igen = id.igen;
 	v = bpf_map_lookup_elem(&exe_rules, &k);
 	return v ? *v : 0;
 }
@@ -835,5 +845,43 @@ int BPF_PROG(uffdgate_track_fork, struct task_struct *parent, struct task_struct
 	rec = bpf_task_storage_get(&exec_ids, child, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (rec)
 		*rec = id; /* the child's self_exec_id is its parent's */
+	return 0;
+}
+
+/*
+ * The kernel's identity (device, inode, generation) of each file the daemon
+ * holds open, for executable rules: user space cannot read an inode's
+ * generation on every file system, and stat's st_dev is not s_dev on all of
+ * them. Run on demand as an iterator; identify_tgid is the daemon's.
+ */
+u32 identify_tgid;
+
+struct file_ident {
+	u32 fd;
+	u32 dev;
+	u64 ino;
+	u32 igen;
+	u32 pad;
+};
+
+/* Keeps struct file_ident in BTF for bpf2go's Go type. */
+const struct file_ident *unused_file_ident __attribute__((unused));
+
+SEC("iter/task_file")
+int uffdgate_identify(struct bpf_iter__task_file *ctx)
+{
+	struct task_struct *task = ctx->task;
+	struct file *file = ctx->file;
+	struct file_ident out = {};
+	struct exec_id id;
+
+	if (!task || !file || task->tgid != identify_tgid)
+		return 0;
+	file_id(file, &id);
+	out.fd = ctx->fd;
+	out.dev = id.dev;
+	out.ino = id.ino;
+	out.igen = id.igen;
+	bpf_seq_write(ctx->meta->seq, &out, sizeof(out));
 	return 0;
 }

@@ -129,6 +129,7 @@ struct super_block {
 
 struct inode {
 	unsigned long i_ino;
+	u32 i_generation;
 	struct super_block *i_sb;
 };
 
@@ -176,6 +177,19 @@ struct task_struct {
 	const struct cred *cred;
 	struct css_set *cgroups;
 	char comm[16];
+};
+
+struct seq_file;
+
+struct bpf_iter_meta {
+	struct seq_file *seq;
+};
+
+struct bpf_iter__task_file {
+	struct bpf_iter_meta *meta;
+	struct task_struct *task;
+	u32 fd;
+	struct file *file;
 };
 
 #pragma clang attribute pop
