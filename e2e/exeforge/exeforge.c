@@ -50,23 +50,13 @@ struct forge {
 	long done;
 };
 
-static inline __attribute__((always_inline)) long sys3(long nr, long a, long b, long c)
+static void die(const char *what)
 {
-	long ret;
-
-	__asm__ volatile("syscall" : "=a"(ret) : "a"(nr), "D"(a), "S"(b), "d"(c) : "rcx", "r11", "memory");
-	return ret;
+	printf("{\"error\":\"%s: %s\"}\n", what, strerror(errno));
+	exit(1);
 }
 
-static inline __attribute__((always_inline)) long sys5(long nr, long a, long b, long c, long d, long e)
-{
-	long ret;
-	register long r10 __asm__("r10") = d;
-	register long r8 __asm__("r8") = e;
-
-	__asm__ volatile("syscall" : "=a"(ret) : "a"(nr), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8) : "rcx", "r11", "memory");
-	return ret;
-}
+#include "forge.h"
 
 /*
  * Runs from an anonymous copy: no calls, no globals, only its argument. The
@@ -85,74 +75,6 @@ __attribute__((noinline, used, section("forge_text"))) void forge_run(struct for
 	sys3(SYS_exit_group, 0, 0, 0);
 }
 
-extern char __start_forge_text[], __stop_forge_text[];
-
-static void die(const char *what)
-{
-	printf("{\"error\":\"%s: %s\"}\n", what, strerror(errno));
-	exit(1);
-}
-
-/* stat_fields reads /proc/self/stat fields 26-28 and 45-51 (proc(5)) into f->map. */
-static void stat_fields(struct forge *f)
-{
-	char buf[4096], *p, *save = NULL;
-	unsigned long v[52] = { 0 };
-	FILE *s = fopen("/proc/self/stat", "r");
-	int i = 3;
-
-	if (!s || !fgets(buf, sizeof(buf), s))
-		die("reading /proc/self/stat");
-	fclose(s);
-	p = strrchr(buf, ')'); /* comm (field 2) may hold spaces */
-	if (!p)
-		die("parsing /proc/self/stat");
-	for (char *tok = strtok_r(p + 1, " \n", &save); tok && i <= 51; tok = strtok_r(NULL, " \n", &save), i++)
-		v[i] = strtoul(tok, NULL, 10); /* field 3, the state letter, reads as 0 */
-	if (i <= 51)
-		die("parsing /proc/self/stat: too few fields");
-	f->map.start_code = v[26];
-	f->map.end_code = v[27];
-	f->map.start_stack = v[28];
-	f->map.start_data = v[45];
-	f->map.end_data = v[46];
-	f->map.start_brk = v[47];
-	f->map.arg_start = v[48];
-	f->map.arg_end = v[49];
-	f->map.env_start = v[50];
-	f->map.env_end = v[51];
-	f->map.brk = (unsigned long)sbrk(0);
-	f->map.auxv = NULL;
-	f->map.auxv_size = 0;
-}
-
-/* self_ranges lists the mappings of this program's own executable. */
-static void self_ranges(struct forge *f)
-{
-	struct stat self;
-	char line[512];
-	FILE *m;
-
-	if (stat("/proc/self/exe", &self))
-		die("stat /proc/self/exe");
-	m = fopen("/proc/self/maps", "r");
-	if (!m)
-		die("opening /proc/self/maps");
-	while (fgets(line, sizeof(line), m)) {
-		unsigned long lo, hi, ino, maj, min;
-
-		if (sscanf(line, "%lx-%lx %*s %*s %lx:%lx %lu", &lo, &hi, &maj, &min, &ino) != 5)
-			continue;
-		if (ino == self.st_ino && makedev(maj, min) == self.st_dev && f->nranges < MAX_RANGES) {
-			f->start[f->nranges] = lo;
-			f->len[f->nranges] = hi - lo;
-			f->nranges++;
-		}
-	}
-	fclose(m);
-	if (f->nranges == 0)
-		die("finding this program's own mappings");
-}
 
 int main(int argc, char **argv)
 {

@@ -51,23 +51,13 @@ struct forge {
 	char out[128];
 };
 
-static inline __attribute__((always_inline)) long sys3(long nr, long a, long b, long c)
+static void die(const char *what)
 {
-	long ret;
-
-	__asm__ volatile("syscall" : "=a"(ret) : "a"(nr), "D"(a), "S"(b), "d"(c) : "rcx", "r11", "memory");
-	return ret;
+	fprintf(stderr, "error: %s: %s\n", what, strerror(errno));
+	exit(1);
 }
 
-static inline __attribute__((always_inline)) long sys5(long nr, long a, long b, long c, long d, long e)
-{
-	long ret;
-	register long r10 __asm__("r10") = d;
-	register long r8 __asm__("r8") = e;
-
-	__asm__ volatile("syscall" : "=a"(ret) : "a"(nr), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8) : "rcx", "r11", "memory");
-	return ret;
-}
+#include "../exeforge/forge.h"
 
 static inline __attribute__((always_inline)) volatile char *put_num(volatile char *p, long v)
 {
@@ -118,71 +108,6 @@ __attribute__((noinline, used, section("forge_text"))) void forge_run(struct for
 	*p++ = '\n';
 	sys3(SYS_write, 1, (long)f->out, (long)(p - (volatile char *)f->out));
 	sys3(SYS_exit_group, 0, 0, 0);
-}
-
-extern char __start_forge_text[], __stop_forge_text[];
-
-static void die(const char *what)
-{
-	fprintf(stderr, "error: %s: %s\n", what, strerror(errno));
-	exit(1);
-}
-
-static void stat_fields(struct forge *f)
-{
-	char buf[4096], *p, *save = NULL;
-	unsigned long v[52] = { 0 };
-	FILE *s = fopen("/proc/self/stat", "r");
-	int i = 3;
-
-	if (!s || !fgets(buf, sizeof(buf), s))
-		die("reading /proc/self/stat");
-	fclose(s);
-	p = strrchr(buf, ')');
-	if (!p)
-		die("parsing /proc/self/stat");
-	for (char *tok = strtok_r(p + 1, " \n", &save); tok && i <= 51; tok = strtok_r(NULL, " \n", &save), i++)
-		v[i] = strtoul(tok, NULL, 10);
-	if (i <= 51)
-		die("parsing /proc/self/stat: too few fields");
-	f->map.start_code = v[26];
-	f->map.end_code = v[27];
-	f->map.start_stack = v[28];
-	f->map.start_data = v[45];
-	f->map.end_data = v[46];
-	f->map.start_brk = v[47];
-	f->map.arg_start = v[48];
-	f->map.arg_end = v[49];
-	f->map.env_start = v[50];
-	f->map.env_end = v[51];
-	f->map.brk = (unsigned long)sbrk(0);
-}
-
-static void self_ranges(struct forge *f)
-{
-	struct stat self;
-	char line[512];
-	FILE *m;
-
-	if (stat("/proc/self/exe", &self))
-		die("stat /proc/self/exe");
-	m = fopen("/proc/self/maps", "r");
-	if (!m)
-		die("opening /proc/self/maps");
-	while (fgets(line, sizeof(line), m)) {
-		unsigned long lo, hi, ino, maj, min;
-
-		if (sscanf(line, "%lx-%lx %*s %*s %lx:%lx %lu", &lo, &hi, &maj, &min, &ino) != 5)
-			continue;
-		if (ino == self.st_ino && makedev(maj, min) == self.st_dev && f->nranges < MAX_RANGES) {
-			f->start[f->nranges] = lo;
-			f->len[f->nranges] = hi - lo;
-			f->nranges++;
-		}
-	}
-	fclose(m);
-	if (f->nranges == 0)
-		die("finding this program's own mappings");
 }
 
 static void write_file(const char *path, const char *s)
