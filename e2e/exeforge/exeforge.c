@@ -22,24 +22,8 @@
  * anonymous copy, in a process with a single thread.
  */
 #define _GNU_SOURCE
-#include <errno.h>
-#include <fcntl.h>
-#include <grp.h>
-#include <sched.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/mman.h>
-#include <sys/prctl.h>
-#include <sys/stat.h>
-#include <sys/sysmacros.h>
-#include <sys/syscall.h>
+#include "forge.h"
 #include <sys/wait.h>
-#include <unistd.h>
-#include <linux/prctl.h>
-
-#define MAX_RANGES 32
-#define USERFAULTFD_IOC_NEW 0xAA00
 
 struct forge {
 	long nranges;
@@ -55,8 +39,6 @@ static void die(const char *what)
 	printf("{\"error\":\"%s: %s\"}\n", what, strerror(errno));
 	exit(1);
 }
-
-#include "forge.h"
 
 /*
  * Runs from an anonymous copy: no calls, no globals, only its argument. The
@@ -120,8 +102,8 @@ int main(int argc, char **argv)
 			if (write(2, "ready\n", 6) != 6 || read(0, &c, 1) != 1)
 				die("waiting for a line on stdin");
 		}
-		self_ranges(f);
-		stat_fields(f);
+		self_ranges(&f->nranges, f->start, f->len);
+		stat_fields(&f->map);
 		f->map.exe_fd = exe_fd;
 		((void (*)(struct forge *))code)(f);
 		_exit(3); /* not reached */

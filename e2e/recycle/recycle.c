@@ -19,24 +19,8 @@
  * "forged=N umount=N uffd=N" (raw syscall results; uffd >= 0 is a new context).
  */
 #define _GNU_SOURCE
-#include <errno.h>
-#include <fcntl.h>
-#include <grp.h>
-#include <sched.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/mman.h>
+#include "../exeforge/forge.h"
 #include <sys/mount.h>
-#include <sys/prctl.h>
-#include <sys/stat.h>
-#include <sys/sysmacros.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-#include <linux/prctl.h>
-
-#define MAX_RANGES 32
-#define USERFAULTFD_IOC_NEW 0xAA00
 
 struct forge {
 	long nranges;
@@ -56,8 +40,6 @@ static void die(const char *what)
 	fprintf(stderr, "error: %s: %s\n", what, strerror(errno));
 	exit(1);
 }
-
-#include "../exeforge/forge.h"
 
 static inline __attribute__((always_inline)) volatile char *put_num(volatile char *p, long v)
 {
@@ -167,15 +149,24 @@ static int stage1(int uid, const char *dir, int burn)
 	return 1;
 }
 
-static int stage2(const char *dir)
+/* forge_alloc maps the shared state and an anonymous copy of forge_run. */
+static struct forge *forge_alloc(void **code)
 {
 	size_t code_len = __stop_forge_text - __start_forge_text;
 	struct forge *f = mmap(NULL, sizeof(*f), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	void *code = mmap(NULL, code_len, PROT_READ | PROT_WRITE | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
-	if (f == MAP_FAILED || code == MAP_FAILED)
+	*code = mmap(NULL, code_len, PROT_READ | PROT_WRITE | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (f == MAP_FAILED || *code == MAP_FAILED)
 		die("mmap");
-	memcpy(code, __start_forge_text, code_len);
+	memcpy(*code, __start_forge_text, code_len);
+	return f;
+}
+
+static int stage2(const char *dir)
+{
+	void *code;
+	struct forge *f = forge_alloc(&code);
+
 	f->devfd = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
 	if (f->devfd < 0)
 		die("open /dev/userfaultfd");
@@ -184,8 +175,8 @@ static int stage2(const char *dir)
 		die("open /uffdtry");
 	snprintf(f->dir, sizeof(f->dir), "%s", dir);
 	memcpy(f->ready, "ready\n", 6);
-	self_ranges(f);
-	stat_fields(f);
+	self_ranges(&f->nranges, f->start, f->len);
+	stat_fields(&f->map);
 	f->map.exe_fd = f->exefd;
 	fflush(NULL);
 	((void (*)(struct forge *))code)(f);
@@ -196,13 +187,9 @@ static int stage2(const char *dir)
  * requests (another user's budget must stay untouched). */
 static int flood(int uid, const char *target, long count)
 {
-	size_t code_len = __stop_forge_text - __start_forge_text;
-	struct forge *f = mmap(NULL, sizeof(*f), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	void *code = mmap(NULL, code_len, PROT_READ | PROT_WRITE | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	void *code;
+	struct forge *f = forge_alloc(&code);
 
-	if (f == MAP_FAILED || code == MAP_FAILED)
-		die("mmap");
-	memcpy(code, __start_forge_text, code_len);
 	if (setgroups(0, NULL) || setgid(uid) || setuid(uid))
 		die("dropping privileges");
 	f->devfd = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
@@ -212,8 +199,8 @@ static int flood(int uid, const char *target, long count)
 	if (unshare(CLONE_NEWUSER))
 		die("unshare");
 	f->flood = count;
-	self_ranges(f);
-	stat_fields(f);
+	self_ranges(&f->nranges, f->start, f->len);
+	stat_fields(&f->map);
 	f->map.exe_fd = f->exefd;
 	fprintf(stderr, "flooding pid=%d\n", getpid());
 	fflush(NULL);

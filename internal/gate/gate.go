@@ -113,8 +113,6 @@ func Load(o Options) (*Gate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading the embedded BPF objects: %w", err)
 	}
-	// Only the backend's program is loaded (LoadAndAssign loads what it is
-	// given): the other may be refused by this kernel.
 	var maps gateMaps
 	var prog, identify *ebpf.Program
 	var identifyTgid *ebpf.Variable
@@ -140,31 +138,24 @@ func Load(o Options) (*Gate, error) {
 		}
 		return err
 	}
+	// Only the backend's program is loaded (LoadAndAssign loads what it is
+	// given), under one name: the other may be refused by this kernel.
+	backendProg := "uffdgate_anon_inode"
 	if o.Backend == Audit {
-		var objs struct {
-			gateMaps
-			Prog         *ebpf.Program  `ebpf:"uffdgate_sys_exit"`
-			TrackExec    *ebpf.Program  `ebpf:"uffdgate_track_exec"`
-			TrackFork    *ebpf.Program  `ebpf:"uffdgate_track_fork"`
-			Identify     *ebpf.Program  `ebpf:"uffdgate_identify"`
-			IdentifyTgid *ebpf.Variable `ebpf:"identify_tgid"`
-		}
-		err = loadAndAssign(&objs)
-		maps, prog, trk.exec, trk.fork = objs.gateMaps, objs.Prog, objs.TrackExec, objs.TrackFork
-		identify, identifyTgid = objs.Identify, objs.IdentifyTgid
-	} else {
-		var objs struct {
-			gateMaps
-			Prog         *ebpf.Program  `ebpf:"uffdgate_anon_inode"`
-			TrackExec    *ebpf.Program  `ebpf:"uffdgate_track_exec"`
-			TrackFork    *ebpf.Program  `ebpf:"uffdgate_track_fork"`
-			Identify     *ebpf.Program  `ebpf:"uffdgate_identify"`
-			IdentifyTgid *ebpf.Variable `ebpf:"identify_tgid"`
-		}
-		err = loadAndAssign(&objs)
-		maps, prog, trk.exec, trk.fork = objs.gateMaps, objs.Prog, objs.TrackExec, objs.TrackFork
-		identify, identifyTgid = objs.Identify, objs.IdentifyTgid
+		backendProg = "uffdgate_sys_exit"
 	}
+	spec.Programs["uffdgate_backend"] = spec.Programs[backendProg]
+	var objs struct {
+		gateMaps
+		Prog         *ebpf.Program  `ebpf:"uffdgate_backend"`
+		TrackExec    *ebpf.Program  `ebpf:"uffdgate_track_exec"`
+		TrackFork    *ebpf.Program  `ebpf:"uffdgate_track_fork"`
+		Identify     *ebpf.Program  `ebpf:"uffdgate_identify"`
+		IdentifyTgid *ebpf.Variable `ebpf:"identify_tgid"`
+	}
+	err = loadAndAssign(&objs)
+	maps, prog, trk.exec, trk.fork = objs.gateMaps, objs.Prog, objs.TrackExec, objs.TrackFork
+	identify, identifyTgid = objs.Identify, objs.IdentifyTgid
 	if err != nil {
 		return nil, explainLoad(err)
 	}
